@@ -1,0 +1,79 @@
+"""The Typer application objects and the helpers every command shares.
+
+Command modules register themselves on :data:`app`, :data:`ingest_app` or :data:`db_app`;
+``darkpool_analysis.cli`` imports them all. Errors of this package become one clear message
+and exit code 1; nothing is printed as a traceback unless ``--verbose`` is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from darkpool_analysis.config import Settings, load_config
+from darkpool_analysis.errors import DarkpoolError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="darkpool",
+    help="FINRA off-exchange data -> daily accumulation/distribution signals.\n\n"
+    "FINRA short volume is a proxy for dealer-filled buying, not observed buying, "
+    "and not short interest.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+ingest_app = typer.Typer(help="Fetch or import source data into the database.",
+                         no_args_is_help=True)
+db_app = typer.Typer(help="Inspect the database.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(db_app, name="db")
+
+_state: dict[str, Any] = {"verbose": False}
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging and tracebacks."),
+) -> None:
+    _state["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
+    )
+
+
+def config() -> Settings:
+    """Load settings once per command (errors surface as a clean ConfigError message)."""
+    return load_config()
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn package errors into a red message and exit code 1 (traceback with --verbose)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except DarkpoolError as exc:
+            if _state["verbose"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            if exc.hint:
+                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            raise typer.Exit(code=1) from exc
+
+    return wrapper

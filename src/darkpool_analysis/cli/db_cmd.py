@@ -1,0 +1,50 @@
+"""``darkpool db info``: what the database holds, where, and what is missing."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+from darkpool_analysis import inventory
+from darkpool_analysis.cli.app import config, console, db_app, handle_errors
+
+
+def _frame_table(title: str, frame: pd.DataFrame) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold cyan")
+    for column in frame.columns:
+        table.add_column(str(column), justify="right" if frame[column].dtype.kind in "iuf"
+                         else "left")
+    for row in frame.itertuples(index=False):  # display only, a handful of rows
+        table.add_row(*["" if pd.isna(v) else f"{v:,}" if isinstance(v, int) else str(v)
+                        for v in row])
+    return table
+
+
+@db_app.command("info")
+@handle_errors
+def info(recent: int = 10) -> None:
+    """Path, schema version, row counts, coverage, recent ingest outcomes and data gaps."""
+    cfg = config()
+    inv = inventory.collect(cfg.db_path, recent=recent)
+    console.print(f"[bold]database[/] {inv.path}  ({inv.size_bytes / 1e6:,.1f} MB)")
+    console.print(f"[bold]schema version[/] {inv.schema_version}")
+    console.print(_frame_table("Tables", inv.tables))
+    if not inv.short_by_facility.empty:
+        console.print(_frame_table("FINRA Reg SHO short volume by facility",
+                                   inv.short_by_facility))
+    for name, frame in inv.extra.items():
+        if not frame.empty:
+            console.print(_frame_table(name.replace("_", " "), frame))
+    if inv.short_gaps:
+        for facility, missing in inv.short_gaps.items():
+            if missing:
+                shown = ", ".join(d.isoformat() for d in missing[:12])
+                more = f" (+{len(missing) - 12} more)" if len(missing) > 12 else ""
+                console.print(f"[yellow]data gaps[/] {facility}: {len(missing)} session(s) "
+                              f"without a file: {shown}{more}")
+            else:
+                console.print(f"[green]no gaps[/] {facility}: every session in range has a file")
+    if not inv.outcome_counts.empty:
+        console.print(_frame_table("Ingest outcomes", inv.outcome_counts))
+    if not inv.recent_log.empty:
+        console.print(_frame_table("Last ingest log entries", inv.recent_log))

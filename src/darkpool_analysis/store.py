@@ -1,0 +1,497 @@
+"""The DuckDB store: schema (versioned migrations), every write, and safe concurrent reads.
+
+Concurrency design (DuckDB allows one read-write process per file, and a read-write handle
+excludes all readers):
+
+* Writers (``darkpool ingest``, ``darkpool build``) never open the published database. They take
+  an exclusive advisory lock (``<db>.lock``) and work on a private *master* copy
+  (``<name>.master.duckdb`` next to it), one short transaction per file or batch.
+* Every few seconds and when a writer finishes, the master is checkpointed, copied to a temporary
+  file in the same folder and atomically renamed over the published path (``os.replace``).
+* Readers (``darkpool sandbox``, the web page, the seed notebook, which opens the file read-write
+  but only reads) always see a complete, consistent snapshot and never contend with the writer.
+  A reader that started before a swap keeps reading the old snapshot until it reconnects.
+
+So neither side can fail with a lock error because of the other. Two *readers* of the published
+file can still collide when one of them opens it read-write (the seed does); :func:`connect_readonly`
+retries with a short backoff for that case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from darkpool_analysis.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+#: (version, name, DDL). Append only; never edit an applied migration.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "foundation: raw FINRA short volume, source files, ingest log, prices, daily_metrics",
+        """
+        CREATE TABLE finra_short_daily_raw (
+            trade_date DATE NOT NULL,
+            facility VARCHAR NOT NULL,          -- CNMS, FNSQ, FNQC, FNYX, FNRA, FORF
+            symbol VARCHAR NOT NULL,            -- as published (CQS spelling: BRK/B, ABRpD)
+            symbol_norm VARCHAR NOT NULL,       -- normalised (BRK.B, ABR.PR.D)
+            short_volume DOUBLE NOT NULL,       -- short + short-exempt, RTH, this facility only
+            short_exempt_volume DOUBLE,         -- NULL in pre-2011-02-28 layouts
+            total_volume DOUBLE NOT NULL,       -- all volume reported to this FINRA facility
+            market VARCHAR,
+            source_file VARCHAR NOT NULL,
+            sha256 VARCHAR NOT NULL,
+            fetched_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (trade_date, facility, symbol)
+        );
+        CREATE TABLE source_files (
+            dataset VARCHAR NOT NULL,           -- finra_short, prices, finra_otc, lit
+            partition_key VARCHAR NOT NULL,     -- e.g. CNMS/2020-12-01
+            source_file VARCHAR NOT NULL,
+            location VARCHAR NOT NULL,          -- URL or local path it came from
+            sha256 VARCHAR NOT NULL,
+            rows BIGINT NOT NULL,
+            fetched_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (dataset, partition_key)
+        );
+        CREATE SEQUENCE ingest_log_id;
+        CREATE TABLE ingest_log (
+            id BIGINT PRIMARY KEY DEFAULT nextval('ingest_log_id'),
+            run_id VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            partition_key VARCHAR,
+            trade_date DATE,
+            location VARCHAR,
+            outcome VARCHAR NOT NULL,           -- ingested, replaced, unchanged, not_published
+            rows BIGINT,
+            sha256 VARCHAR,
+            message VARCHAR,
+            logged_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE prices_daily (
+            symbol VARCHAR NOT NULL,            -- normalised
+            date DATE NOT NULL,
+            open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE,
+            adj_close DOUBLE,
+            vwap DOUBLE,
+            volume DOUBLE,                      -- consolidated volume, all venues
+            provider VARCHAR NOT NULL,
+            source_file VARCHAR,
+            fetched_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (symbol, date)
+        );
+        CREATE TABLE lit_direction_daily (
+            symbol VARCHAR NOT NULL,
+            date DATE NOT NULL,
+            lit_buy_volume DOUBLE,
+            lit_sell_volume DOUBLE,
+            unclassified_volume DOUBLE,
+            buy_trades BIGINT,
+            sell_trades BIGINT,
+            unclassified_trades BIGINT,
+            method VARCHAR NOT NULL,
+            coverage_pct DOUBLE,
+            quote_coverage_pct DOUBLE,
+            source VARCHAR NOT NULL,
+            inference_version VARCHAR NOT NULL,
+            complete BOOLEAN NOT NULL DEFAULT TRUE,
+            fetched_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (symbol, date)
+        );
+        CREATE TABLE daily_metrics (
+            symbol VARCHAR NOT NULL,
+            date DATE NOT NULL,
+            -- short-sale block (FINRA Reg SHO; "buy" = short volume, a proxy, not observed)
+            short_volume DOUBLE,
+            short_exempt_volume DOUBLE,
+            total_volume DOUBLE,
+            short_source VARCHAR,
+            short_buy_volume DOUBLE,
+            finra_buy_volume DOUBLE,
+            short_sell_volume DOUBLE,
+            short_ratio DOUBLE,
+            short_buy_sell_ratio DOUBLE,
+            short_buy_sell_ratio_z DOUBLE,
+            short_ratio_z DOUBLE,
+            finra_buy_volume_z DOUBLE,
+            -- lit block
+            lit_buy_volume DOUBLE,
+            lit_sell_volume DOUBLE,
+            lit_total_volume DOUBLE,
+            lit_buy_ratio DOUBLE,
+            log_buy_sell DOUBLE,
+            lit_flow_imbalance DOUBLE,
+            lit_flow_imbalance_z DOUBLE,
+            lit_buy_ratio_z DOUBLE,
+            lit_method VARCHAR,
+            lit_coverage_pct DOUBLE,
+            -- combined flow
+            vw_flow DOUBLE,
+            vw_flow_z DOUBLE,
+            combined_ratio DOUBLE,
+            -- price block
+            open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, vwap DOUBLE, volume DOUBLE,
+            return_1d DOUBLE,
+            return_z DOUBLE,
+            range_pct DOUBLE,
+            -- OTC weekly block (point-in-time)
+            otc_week_used DATE,
+            otc_off_exchange_volume DOUBLE,
+            otc_participation_rate DOUBLE,
+            otc_participation_z DOUBLE,
+            otc_participation_delta DOUBLE,
+            otc_status VARCHAR,
+            otc_alignment VARCHAR,
+            -- composite
+            accumulation_score DOUBLE,
+            accumulation_score_display DOUBLE,
+            pressure_context_label VARCHAR,
+            confidence DOUBLE,
+            -- provenance
+            has_short BOOLEAN,
+            has_lit BOOLEAN,
+            has_price BOOLEAN,
+            has_otc BOOLEAN,
+            data_quality VARCHAR,
+            accumulation_short_z_source VARCHAR,
+            inference_version VARCHAR,
+            PRIMARY KEY (symbol, date)
+        );
+        """,
+    ),
+]
+
+SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)
+
+#: How often a long-running writer publishes a fresh snapshot for readers (seconds).
+PUBLISH_INTERVAL_S = 5.0
+
+
+def master_path_for(db_path: Path) -> Path:
+    """The writer's private working copy that sits next to the published database."""
+    db_path = Path(db_path)
+    return db_path.with_name(f"{db_path.stem}.master{db_path.suffix or '.duckdb'}")
+
+
+def lock_path_for(db_path: Path) -> Path:
+    db_path = Path(db_path)
+    return db_path.with_name(f"{db_path.name}.lock")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC timestamp (DuckDB TIMESTAMP columns are zone-less)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def migrate(conn: duckdb.DuckDBPyConnection) -> int:
+    """Apply pending migrations in order, each in its own transaction; return the version."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    current = int(row[0]) if row else 0
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {current} is newer than this darkpool-analysis "
+            f"({SCHEMA_VERSION})",
+            hint="upgrade darkpool-analysis",
+        )
+    for version, name, ddl in MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(ddl)
+            conn.execute(
+                "INSERT INTO schema_version VALUES (?, ?, ?)", [version, name, utcnow()]
+            )
+            conn.execute("COMMIT")
+        except duckdb.Error:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("applied migration %d: %s", version, name)
+        current = version
+    return current
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "being used" in text
+
+
+def connect_readonly(db_path: Path, *, timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """Open the published database read-only, retrying briefly if another process holds it.
+
+    Raises :class:`StoreError` when the database does not exist or stays locked.
+    """
+    path = Path(db_path)
+    if not path.exists():
+        raise StoreError(
+            f"no database at {path}",
+            hint="run `darkpool ingest finra-short ...` (or `darkpool demo`) first, "
+            "or point DARKPOOL_DB at an existing database",
+        )
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                raise StoreError(
+                    f"could not open {path} read-only: {exc}",
+                    hint="another program holds it read-write; close that connection",
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def read_frame(db_path: Path, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+    """Run one read-only query against the published database and return a DataFrame."""
+    conn = connect_readonly(db_path)
+    try:
+        return conn.execute(sql, list(params or [])).df()
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """Provenance of one ingested file or response (the unit of idempotency)."""
+
+    dataset: str
+    partition_key: str
+    source_file: str
+    location: str
+    sha256: str
+    rows: int
+    fetched_at: dt.datetime
+
+
+class Writer:
+    """The single writer: owns the master database, transactions and publication.
+
+    Use :func:`open_writer`; do not construct directly.
+    """
+
+    def __init__(self, db_path: Path, run_id: str, publish_interval: float) -> None:
+        self.db_path = Path(db_path)
+        self.master_path = master_path_for(self.db_path)
+        self.run_id = run_id
+        self.publish_interval = publish_interval
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._dirty = False
+        self._last_publish = time.monotonic()
+
+    # -- connection --------------------------------------------------------------------------
+    @property
+    def conn(self) -> duckdb.DuckDBPyConnection:
+        if self._conn is None:
+            raise StoreError("writer is closed")
+        return self._conn
+
+    def _open(self) -> None:
+        if not self.master_path.exists() and self.db_path.exists():
+            # Adopt a published database (e.g. built elsewhere) as the new master.
+            shutil.copyfile(self.db_path, self.master_path)
+        self._conn = duckdb.connect(str(self.master_path))
+        migrate(self._conn)
+        if not self.db_path.exists():
+            self._dirty = True
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- transactions ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All-or-nothing block: commit on success, roll back and re-raise on any error."""
+        conn = self.conn
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        self._dirty = True
+
+    def replace_partition(
+        self,
+        table: str,
+        frame: Any,
+        *,
+        where: str,
+        params: Sequence[Any],
+        source: SourceFile | None = None,
+        outcome: str = "ingested",
+        trade_date: dt.date | None = None,
+        message: str | None = None,
+    ) -> int:
+        """Atomically replace the rows matching ``where`` with ``frame`` (pandas or Arrow).
+
+        The delete, the insert (by column name), the provenance row and the ingest-log entry
+        commit together or not at all, so re-ingesting a file never duplicates rows.
+        """
+        with self.transaction() as conn:
+            conn.execute(f"DELETE FROM {table} WHERE {where}", list(params))
+            conn.register("_darkpool_batch", frame)
+            try:
+                conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _darkpool_batch")
+            finally:
+                conn.unregister("_darkpool_batch")
+            rows = len(frame) if hasattr(frame, "__len__") else frame.num_rows
+            if source is not None:
+                self._record_source(conn, source)
+                self._log(conn, source.dataset, source.partition_key, trade_date,
+                          source.location, outcome, source.rows, source.sha256, message)
+        return rows
+
+    def record_empty_source(self, source: SourceFile, *, trade_date: dt.date | None,
+                            table: str, where: str, params: Sequence[Any],
+                            message: str | None = None) -> None:
+        """A valid file with zero rows (e.g. FNRA): clear its partition and remember its hash."""
+        with self.transaction() as conn:
+            conn.execute(f"DELETE FROM {table} WHERE {where}", list(params))
+            self._record_source(conn, source)
+            self._log(conn, source.dataset, source.partition_key, trade_date, source.location,
+                      "ingested", 0, source.sha256, message)
+
+    def log_outcome(self, dataset: str, partition_key: str | None, *, outcome: str,
+                    trade_date: dt.date | None = None, location: str | None = None,
+                    rows: int | None = None, sha256: str | None = None,
+                    message: str | None = None) -> None:
+        """Record an outcome that writes no data (``unchanged``, ``not_published``)."""
+        with self.transaction() as conn:
+            self._log(conn, dataset, partition_key, trade_date, location, outcome, rows,
+                      sha256, message)
+
+    def known_sha256(self, dataset: str, partition_key: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT sha256 FROM source_files WHERE dataset = ? AND partition_key = ?",
+            [dataset, partition_key],
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _record_source(self, conn: duckdb.DuckDBPyConnection, source: SourceFile) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO source_files "
+            "(dataset, partition_key, source_file, location, sha256, rows, fetched_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [source.dataset, source.partition_key, source.source_file, source.location,
+             source.sha256, source.rows, source.fetched_at],
+        )
+
+    def _log(self, conn: duckdb.DuckDBPyConnection, dataset: str, partition_key: str | None,
+             trade_date: dt.date | None, location: str | None, outcome: str,
+             rows: int | None, sha256: str | None, message: str | None) -> None:
+        conn.execute(
+            "INSERT INTO ingest_log (run_id, dataset, partition_key, trade_date, location, "
+            "outcome, rows, sha256, message, logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [self.run_id, dataset, partition_key, trade_date, location, outcome, rows, sha256,
+             message, utcnow()],
+        )
+
+    # -- publication -------------------------------------------------------------------------
+    def maybe_publish(self) -> bool:
+        """Publish if the last snapshot is older than ``publish_interval``; return whether."""
+        if self._dirty and time.monotonic() - self._last_publish >= self.publish_interval:
+            self.publish()
+            return True
+        return False
+
+    def publish(self) -> None:
+        """Checkpoint the master and atomically swap a copy of it into the published path."""
+        if not self._dirty:
+            return
+        reopen = self._conn is not None
+        self.close()  # closing checkpoints the WAL into the file
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.db_path.name}.", suffix=".tmp",
+                                        dir=self.db_path.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(self.master_path, tmp_name)
+            with open(tmp_name, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, self.db_path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        finally:
+            if reopen:
+                self._conn = duckdb.connect(str(self.master_path))
+        self._dirty = False
+        self._last_publish = time.monotonic()
+        log.debug("published snapshot %s", self.db_path)
+
+
+@contextlib.contextmanager
+def open_writer(
+    db_path: Path,
+    *,
+    run_id: str | None = None,
+    lock_timeout: float = 600.0,
+    publish_interval: float = PUBLISH_INTERVAL_S,
+) -> Iterator[Writer]:
+    """Become the single writer of ``db_path``; publish a snapshot on exit (also on error:
+    every committed transaction is complete and consistent on its own)."""
+    db_path = Path(db_path).expanduser()
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = open(lock_path_for(db_path), "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        deadline = time.monotonic() + lock_timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"another darkpool writer has held {db_path} for {lock_timeout:.0f}s",
+                        hint="wait for the other ingest/build to finish",
+                    ) from None
+                if not waited:
+                    log.warning("waiting for another darkpool writer on %s", db_path)
+                    waited = True
+                time.sleep(0.1)
+        writer = Writer(db_path, run_id or utcnow().strftime("%Y%m%dT%H%M%S%f"),
+                        publish_interval)
+        writer._open()
+        try:
+            yield writer
+        finally:
+            try:
+                writer.publish()
+            finally:
+                writer.close()
+    finally:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+        lock_file.close()
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+    ).fetchone()
+    return bool(row and row[0])
