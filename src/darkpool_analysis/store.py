@@ -174,6 +174,70 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "FINRA OTC Transparency weekly volume (symbol-level and firm-level, every revision)",
+        """
+        CREATE TABLE finra_otc_weekly_raw (
+            week_start_date DATE NOT NULL,      -- Monday of the week described
+            tier VARCHAR NOT NULL,              -- T1, T2, OTCE
+            summary_type VARCHAR NOT NULL,      -- ATS_W_SMBL or OTC_W_SMBL (never *_FIRM here)
+            symbol VARCHAR NOT NULL,            -- as published
+            symbol_norm VARCHAR NOT NULL,
+            issue_name VARCHAR,
+            product_type VARCHAR,
+            share_quantity DOUBLE NOT NULL,
+            trade_count BIGINT,
+            notional DOUBLE,
+            initial_published_date DATE,
+            last_update_date DATE NOT NULL,     -- one row per revision: history stays queryable
+            source VARCHAR NOT NULL,            -- api, api_historic, file
+            source_file VARCHAR,
+            fetched_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (week_start_date, tier, summary_type, symbol, last_update_date)
+        );
+        CREATE TABLE finra_otc_weekly_firm_raw (
+            week_start_date DATE NOT NULL,
+            tier VARCHAR NOT NULL,
+            summary_type VARCHAR NOT NULL,      -- ATS_W_SMBL_FIRM, OTC_W_SMBL_FIRM: never add to
+            symbol VARCHAR NOT NULL,            -- the symbol-level table (it splits that volume)
+            symbol_norm VARCHAR NOT NULL,
+            issue_name VARCHAR,
+            mpid VARCHAR NOT NULL,
+            market_participant_name VARCHAR,
+            share_quantity DOUBLE NOT NULL,
+            trade_count BIGINT,
+            notional DOUBLE,
+            initial_published_date DATE,
+            last_update_date DATE NOT NULL,
+            source VARCHAR NOT NULL,
+            source_file VARCHAR,
+            fetched_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (week_start_date, tier, summary_type, symbol, mpid, last_update_date)
+        );
+        """,
+    ),
+    (
+        3,
+        "signal evaluation runs (written only with `darkpool evaluate --save`)",
+        """
+        CREATE TABLE evaluation_runs (
+            run_id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL,
+            code_version VARCHAR NOT NULL,
+            parameters JSON NOT NULL,           -- every option of the run
+            summary JSON                        -- headline numbers
+        );
+        CREATE TABLE evaluation_results (
+            run_id VARCHAR NOT NULL,
+            section VARCHAR NOT NULL,           -- ic, quantiles, events, backtest, walk_forward
+            variant VARCHAR,
+            horizon INTEGER,
+            metric VARCHAR NOT NULL,
+            value DOUBLE
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)

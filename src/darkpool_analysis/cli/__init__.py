@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from darkpool_analysis.cli import db_cmd  # noqa: F401  (registers commands)
+# Importing a module registers its commands on the Typer apps.
+from darkpool_analysis.cli import (  # noqa: F401
+    build_cmd,
+    db_cmd,
+    evaluate_cmd,
+    ingest_finra_short,
+    ingest_otc,
+    ingest_prices,
+    ingest_trades,
+    sandbox_cmd,
+)
 from darkpool_analysis.cli.app import app
 
 
