@@ -262,12 +262,26 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def run(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> None:
+    """Execute a statement and drain its result.
+
+    DuckDB 2 refuses ``register``/``unregister`` and some other calls while a result is still
+    open on the connection, so statements whose result we do not need are always drained.
+    """
+    conn.execute(sql, list(params) if params is not None else None).fetchall()
+
+
+def settle(conn: duckdb.DuckDBPyConnection) -> None:
+    """Finish any result still open on ``conn`` (DuckDB 2 requires it before ``register``)."""
+    complete = getattr(conn, "complete", None)
+    if complete is not None:
+        complete()
+
+
 def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     """Apply pending migrations in order, each in its own transaction; return the version."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version "
-        "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
-    )
+    run(conn, "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
     row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
     current = int(row[0]) if row else 0
     if current > SCHEMA_VERSION:
@@ -279,15 +293,14 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     for version, name, ddl in MIGRATIONS:
         if version <= current:
             continue
-        conn.execute("BEGIN TRANSACTION")
+        run(conn, "BEGIN TRANSACTION")
         try:
-            conn.execute(ddl)
-            conn.execute(
-                "INSERT INTO schema_version VALUES (?, ?, ?)", [version, name, utcnow()]
-            )
-            conn.execute("COMMIT")
+            run(conn, ddl)
+            run(conn, "INSERT INTO schema_version VALUES (?, ?, ?)",
+                [version, name, utcnow()])
+            run(conn, "COMMIT")
         except duckdb.Error:
-            conn.execute("ROLLBACK")
+            run(conn, "ROLLBACK")
             raise
         log.info("applied migration %d: %s", version, name)
         current = version
@@ -389,13 +402,13 @@ class Writer:
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """All-or-nothing block: commit on success, roll back and re-raise on any error."""
         conn = self.conn
-        conn.execute("BEGIN TRANSACTION")
+        run(conn, "BEGIN TRANSACTION")
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            run(conn, "ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        run(conn, "COMMIT")
         self._dirty = True
 
     def replace_partition(
@@ -415,18 +428,22 @@ class Writer:
         The delete, the insert (by column name), the provenance row and the ingest-log entry
         commit together or not at all, so re-ingesting a file never duplicates rows.
         """
-        with self.transaction() as conn:
-            conn.execute(f"DELETE FROM {table} WHERE {where}", list(params))
-            conn.register("_darkpool_batch", frame)
-            try:
-                conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _darkpool_batch")
-            finally:
-                conn.unregister("_darkpool_batch")
-            rows = len(frame) if hasattr(frame, "__len__") else frame.num_rows
-            if source is not None:
-                self._record_source(conn, source)
-                self._log(conn, source.dataset, source.partition_key, trade_date,
-                          source.location, outcome, source.rows, source.sha256, message)
+        rows = frame.num_rows if hasattr(frame, "num_rows") else len(frame)
+        # Register outside the transaction: unregistering inside an aborted one would mask
+        # the original error.
+        settle(self.conn)
+        self.conn.register("_darkpool_batch", frame)
+        try:
+            with self.transaction() as conn:
+                run(conn, f"DELETE FROM {table} WHERE {where}", params)
+                run(conn, f"INSERT INTO {table} BY NAME SELECT * FROM _darkpool_batch")
+                if source is not None:
+                    self._record_source(conn, source)
+                    self._log(conn, source.dataset, source.partition_key, trade_date,
+                              source.location, outcome, source.rows, source.sha256, message)
+        finally:
+            settle(self.conn)
+            self.conn.unregister("_darkpool_batch")
         return rows
 
     def record_empty_source(self, source: SourceFile, *, trade_date: dt.date | None,
@@ -434,7 +451,7 @@ class Writer:
                             message: str | None = None) -> None:
         """A valid file with zero rows (e.g. FNRA): clear its partition and remember its hash."""
         with self.transaction() as conn:
-            conn.execute(f"DELETE FROM {table} WHERE {where}", list(params))
+            run(conn, f"DELETE FROM {table} WHERE {where}", params)
             self._record_source(conn, source)
             self._log(conn, source.dataset, source.partition_key, trade_date, source.location,
                       "ingested", 0, source.sha256, message)
@@ -456,7 +473,8 @@ class Writer:
         return None if row is None else str(row[0])
 
     def _record_source(self, conn: duckdb.DuckDBPyConnection, source: SourceFile) -> None:
-        conn.execute(
+        run(
+            conn,
             "INSERT OR REPLACE INTO source_files "
             "(dataset, partition_key, source_file, location, sha256, rows, fetched_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -467,7 +485,8 @@ class Writer:
     def _log(self, conn: duckdb.DuckDBPyConnection, dataset: str, partition_key: str | None,
              trade_date: dt.date | None, location: str | None, outcome: str,
              rows: int | None, sha256: str | None, message: str | None) -> None:
-        conn.execute(
+        run(
+            conn,
             "INSERT INTO ingest_log (run_id, dataset, partition_key, trade_date, location, "
             "outcome, rows, sha256, message, logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [self.run_id, dataset, partition_key, trade_date, location, outcome, rows, sha256,

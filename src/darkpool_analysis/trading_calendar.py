@@ -7,6 +7,7 @@ or an unscheduled closure such as 2018-12-05 and 2025-01-09) is never requested 
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from functools import lru_cache
 
 import exchange_calendars as xcals
@@ -26,7 +27,11 @@ def _calendar_end() -> pd.Timestamp:
 
 @lru_cache(maxsize=2)
 def _calendar(end: pd.Timestamp) -> xcals.ExchangeCalendar:
-    return xcals.get_calendar(CALENDAR_NAME, start=CALENDAR_START, end=end)
+    with warnings.catch_warnings():
+        # exchange_calendars (<= 4.13) calls Series.values on tz-aware data, which pandas 3.1
+        # deprecates; the result is unaffected. Silence only that message.
+        warnings.filterwarnings("ignore", message=r"Series\.values returning an ndarray")
+        return xcals.get_calendar(CALENDAR_NAME, start=CALENDAR_START, end=end)
 
 
 def calendar() -> xcals.ExchangeCalendar:

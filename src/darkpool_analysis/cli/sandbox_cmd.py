@@ -1,1 +1,134 @@
-"""CLI commands (module being written)."""
+"""``darkpool sandbox TICKER``: the seed's Accumulation Signal Sandbox chart from the database.
+
+Heavy imports (pandas, matplotlib, the sandbox library) happen inside the command so other
+commands and ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from darkpool_analysis.cli.app import app, config, console, handle_errors
+
+#: Data gaps listed by date in the summary (the rest are counted).
+SHOWN_GAPS = 10
+
+
+class DotModeChoice(StrEnum):
+    """Which variants' >=70 / <=30 dots the score panels show."""
+
+    current = "current"
+    option_a = "option_a"
+    option_b = "option_b"
+    all = "all"
+
+
+def _parse_date(value: str | None, option: str) -> dt.date | None:
+    from darkpool_analysis.trading_calendar import to_date
+
+    if value is None:
+        return None
+    try:
+        return to_date(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not a date (expected YYYY-MM-DD)",
+                                 param_hint=option) from exc
+
+
+def _check_suffix(path: Path | None, allowed: tuple[str, ...], option: str) -> None:
+    if path is not None and path.suffix.lower() not in allowed:
+        raise typer.BadParameter(f"{path} must end in {', '.join(allowed)}", param_hint=option)
+
+
+@app.command("sandbox")
+@handle_errors
+def sandbox(
+    ticker: str = typer.Argument(..., help="Ticker in any spelling (BRK.B, BRK/B, BRK-B)."),
+    start: str | None = typer.Option(None, "--start", help="First date (default: 60 sessions "
+                                     "with data before --end)."),
+    end: str | None = typer.Option(None, "--end", help="Last date (default: the ticker's last "
+                                   "date with data)."),
+    dot_mode: DotModeChoice = typer.Option(DotModeChoice.current, "--dot-mode",
+                                           help="Variant(s) whose >=70 / <=30 dots are drawn."),
+    blend_short_weight: float = typer.Option(0.6, "--blend-short-weight",
+                                             help="Option B weight of short_buy_sell_ratio_z."),
+    blend_flow_weight: float = typer.Option(0.4, "--blend-flow-weight",
+                                            help="Option B weight of vw_flow_z."),
+    seed_exact: bool = typer.Option(False, "--seed-exact", help="Exactly the seed notebook's "
+                                    "numbers: z windows over the shown range only."),
+    no_warmup: bool = typer.Option(False, "--no-warmup", help="Do not read short_z_window "
+                                   "earlier sessions for the rolling z-scores."),
+    out: Path | None = typer.Option(None, "--out", help="Chart file (.png, .svg or .pdf); "
+                                    "default <output_dir>/<TICKER>_sandbox_<start>_<end>.png."),
+    csv: Path | None = typer.Option(None, "--csv", help="Also write the frame as CSV."),
+    experimental: bool = typer.Option(False, "--experimental", help="Also write the "
+                                      "imbalance x log1p(B + S) figure (<out>_experimental)."),
+) -> None:
+    """Chart the seed's three accumulation-score variants for one ticker (read-only).
+
+    FINRA "buy" volume is FINRA short-sale volume: a proxy for dealer-filled buying.
+    """
+    from darkpool_analysis import sandbox as sandbox_lib
+    from darkpool_analysis.views import FIGURE_SUFFIXES, save_figure
+    from darkpool_analysis.views import sandbox_chart
+
+    _check_suffix(out, FIGURE_SUFFIXES, "--out")
+    _check_suffix(csv, (".csv",), "--csv")
+    first, last = _parse_date(start, "--start"), _parse_date(end, "--end")
+    if first is not None and last is not None and first > last:
+        raise typer.BadParameter(f"--start {first} is after --end {last}", param_hint="--start")
+
+    cfg = config()
+    symbol = sandbox_lib.normalise_ticker(ticker)
+    first, last = sandbox_lib.default_range(symbol, first, last, settings=cfg)
+    warmup = not (seed_exact or no_warmup)
+    frame = sandbox_lib.load(symbol, first, last, warmup=warmup, settings=cfg,
+                             blend_short_weight=blend_short_weight,
+                             blend_flow_weight=blend_flow_weight)
+
+    chart_path = out or cfg.output_dir / f"{symbol}_sandbox_{first}_{last}.png"
+    fig = sandbox_chart.plot(frame, dot_mode.value, blend_short_weight, blend_flow_weight)
+    written = [save_figure(fig, chart_path)]
+    if experimental:
+        exp_path = chart_path.with_name(f"{chart_path.stem}_experimental{chart_path.suffix}")
+        written.append(save_figure(sandbox_chart.plot_experimental(frame), exp_path))
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        frame.assign(date=frame["date"].dt.date).to_csv(csv, index=False)
+        written.append(csv)
+
+    _print_summary(sandbox_lib, frame, symbol, first, last, warmup)
+    for path in written:
+        console.print(f"[green]wrote[/] {path}", highlight=False)
+
+
+def _print_summary(sandbox_lib: object, frame: object, symbol: str, first: dt.date,
+                   last: dt.date, warmup: bool) -> None:
+    """Rows, days per zone and variant, and sessions without short data."""
+    from darkpool_analysis import sandbox as lib
+
+    zones = lib.zone_counts(frame)  # type: ignore[arg-type]
+    gaps = lib.data_gaps(frame, first, last)  # type: ignore[arg-type]
+    mode = ("with warm-up (full z windows)" if warmup
+            else "seed-exact z windows (shown range only)")
+    console.print(f"[bold]{symbol}[/] {first} .. {last}: {len(frame)} rows, {mode}",  # type: ignore[arg-type]
+                  highlight=False)
+    table = Table(title="Days per zone", title_justify="left", header_style="bold cyan")
+    table.add_column("variant")
+    for column in ("accumulation >=70", "distribution <=30", "between", "no score"):
+        table.add_column(column, justify="right")
+    for variant, counts in zones.iterrows():
+        table.add_row(str(variant), *(str(int(v)) for v in counts))
+    console.print(table)
+    if gaps:
+        shown = ", ".join(day.isoformat() for day in gaps[:SHOWN_GAPS])
+        more = f" (+{len(gaps) - SHOWN_GAPS} more)" if len(gaps) > SHOWN_GAPS else ""
+        console.print(f"[yellow]data gaps[/] {len(gaps)} session(s) without short data: "
+                      f"{shown}{more}", highlight=False)
+    else:
+        console.print("[green]no data gaps[/]: every session in range has short data")

@@ -1,0 +1,290 @@
+"""The seed's Accumulation Signal Sandbox figures: the 7-panel chart and the experiment.
+
+Same panels, titles, colours, thresholds (ratio 0.75 / 1.0 / 1.25, score 30 / 50 / 70), dots,
+confidence strips, ``yy-mm-dd`` labels, figure size and height ratios as the seed notebook, drawn
+with the object API under ``matplotlib.style.context('dark_background')`` (no global pyplot
+state). The seed's per-day bar loop is one ``ax.bar`` call with per-bar RGBA colours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
+
+import matplotlib.style
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import LinearSegmentedColormap, to_rgba_array
+from matplotlib.figure import Figure
+
+from darkpool_analysis.sandbox import DOT_MODES, VARIANT_COLUMNS, experimental_signal
+from darkpool_analysis.views.style import (
+    BASE_STYLE,
+    COLORS,
+    apply_axis_style,
+    set_flow_axis,
+    set_ratio_axis,
+    set_volume_axis,
+)
+
+FIGSIZE: Final = (16, 22)
+HEIGHT_RATIOS: Final = (2.2, 2.2, 1.6, 2.2, 1.8, 1.8, 1.8)
+EXPERIMENTAL_FIGSIZE: Final = (16, 4)
+
+#: Panel titles, top to bottom (the seed's, unchanged).
+PANEL_TITLES: Final = (
+    "Combined Buy/Sell Ratio",
+    "Volume Weighted Directional Flow",
+    "FINRA Buy Volume (B)",
+    "Short Sale Buy/Sell Ratio",
+    "Accumulation Score (Current)",
+    "Accumulation Score (Option A: vw_flow_z)",
+    "Accumulation Score (Option B: blended)",
+)
+EXPERIMENTAL_TITLE: Final = "Imbalance * log1p(B + S)"
+
+#: Per variant: dot colours above 70 / below 30 and the x offset used in 'all' mode.
+DOT_SPECS: Final[dict[str, dict[str, str | float]]] = {
+    "current": {"accum": COLORS["green"], "dist": COLORS["red"], "offset": -0.18},
+    "option_a": {"accum": COLORS["blue"], "dist": COLORS["purple"], "offset": 0.0},
+    "option_b": {"accum": COLORS["yellow"], "dist": COLORS["orange"], "offset": 0.18},
+}
+ACCUM_DOT_Y: Final = 1.02
+DIST_DOT_Y: Final = -0.06
+
+SCORE_CMAP: Final = LinearSegmentedColormap.from_list(
+    "score_cmap", [(0.0, COLORS["purple"]), (0.5, "#555555"), (1.0, COLORS["green"])]
+)
+
+PROXY_NOTE: Final = (
+    'FINRA "buy" volume (B) = FINRA Reg SHO short-sale volume: a proxy for dealer-filled '
+    "customer buying, not observed buying and not short interest. S = total - short volume."
+)
+
+
+def _title(ax: Axes, text: str) -> None:
+    ax.set_title(text, color=COLORS["text"], fontsize=10, fontweight="bold", loc="left")
+
+
+def _date_labels(frame: pd.DataFrame) -> list[str]:
+    return pd.to_datetime(frame["date"]).dt.strftime("%y-%m-%d").tolist()
+
+
+def _check_dot_mode(dot_mode: str) -> tuple[str, ...]:
+    if dot_mode not in DOT_MODES:
+        raise ValueError(f"unknown dot mode {dot_mode!r}; expected one of {', '.join(DOT_MODES)}")
+    return DOT_MODES[dot_mode]
+
+
+def draw_line_panel(
+    ax: Axes,
+    x: np.ndarray,
+    values: pd.Series,
+    *,
+    title: str,
+    ylabel: str,
+    set_axis: Callable[[Axes, pd.Series], None],
+    color: str = COLORS["cyan"],
+) -> None:
+    """A cyan line with white-edged markers over the non-null days, then the panel's axis."""
+    apply_axis_style(ax)
+    series = pd.to_numeric(values, errors="coerce").astype(float)
+    mask = series.notna().to_numpy()
+    ax.plot(x[mask], series[mask], color=color, linewidth=1.8)
+    ax.scatter(x[mask], series[mask], color=color, s=25, edgecolors=COLORS["white"],
+               linewidths=0.4)
+    set_axis(ax, series)
+    ax.set_ylabel(ylabel, color=COLORS["text"])
+    _title(ax, title)
+
+
+def draw_volume_panel(ax: Axes, x: np.ndarray, values: pd.Series, *, title: str,
+                      ylabel: str) -> None:
+    """Yellow translucent bars of a share volume (non-null days only)."""
+    apply_axis_style(ax)
+    series = pd.to_numeric(values, errors="coerce").astype(float)
+    mask = series.notna().to_numpy()
+    ax.bar(x[mask], series[mask], color=COLORS["yellow"], alpha=0.5, width=0.7)
+    set_volume_axis(ax, series)
+    ax.set_ylabel(ylabel, color=COLORS["text"])
+    _title(ax, title)
+
+
+def score_bar_colors(scores: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """RGBA per bar: purple-grey-green colormap of the 0-100 score (deviation from 50 raised to
+    0.85, as in the seed), alpha 0.8 when confidence >= 0.6 else 0.4."""
+    norm = np.clip(scores / 100.0, 0, 1)
+    deviation = norm - 0.5
+    norm = np.clip(0.5 + np.sign(deviation) * np.abs(deviation) ** 0.85, 0, 1)
+    colors = np.asarray(SCORE_CMAP(norm), dtype=float).reshape(len(scores), 4)
+    colors[:, 3] = np.where(confidence >= 0.6, 0.8, 0.4)
+    return colors
+
+
+def confidence_strip_colors(confidence: np.ndarray) -> np.ndarray:
+    """RGBA per day: green >= 0.7, yellow >= 0.4, red below; alpha 0.6."""
+    palette = to_rgba_array([COLORS["green"], COLORS["yellow"], COLORS["red"]], alpha=0.6)
+    band = np.where(confidence >= 0.7, 0, np.where(confidence >= 0.4, 1, 2))
+    return palette[band]
+
+
+def draw_score_panel(
+    ax: Axes,
+    x: np.ndarray,
+    scores: pd.Series,
+    confidence: pd.Series,
+    title: str,
+    dot_mode: str,
+    dot_sources: Mapping[str, pd.Series],
+) -> None:
+    """Score bars (NULL drawn as 50), the confidence strip below 0, threshold lines at 30/50/70
+    and the dots of ``dot_mode``'s variants: above the panel at >= 70, below it at <= 30."""
+    apply_axis_style(ax)
+    variants = _check_dot_mode(dot_mode)
+    filled = pd.to_numeric(scores, errors="coerce").astype(float).fillna(50).to_numpy()
+    conf = pd.to_numeric(confidence, errors="coerce").astype(float).fillna(0.5).to_numpy()
+    ax.bar(x, filled / 100.0, bottom=0, color=score_bar_colors(filled, conf), width=0.8,
+           zorder=2)
+    ax.bar(x, 0.08 * conf, bottom=-0.12, color=confidence_strip_colors(conf), width=0.6,
+           zorder=3)
+    for level, color in ((0.30, "red"), (0.50, "neutral"), (0.70, "green")):
+        ax.axhline(y=level, color=COLORS[color], linestyle="--", linewidth=0.8, alpha=0.4,
+                   zorder=1)
+    ax.set_ylim(-0.15, 1.05)
+    ax.set_yticks([0, 0.3, 0.5, 0.7, 1.0])
+    ax.set_yticklabels(["0", "30", "50", "70", "100"])
+    _title(ax, title)
+
+    for variant in variants:
+        source = dot_sources.get(variant)
+        if source is None:
+            continue
+        spec = DOT_SPECS[variant]
+        offset = float(spec["offset"]) if dot_mode == "all" else 0.0
+        values = pd.to_numeric(source, errors="coerce").astype(float).to_numpy()
+        for mask, y, color in ((values >= 70, ACCUM_DOT_Y, spec["accum"]),
+                               (values <= 30, DIST_DOT_Y, spec["dist"])):
+            if mask.any():
+                ax.scatter(x[mask] + offset, np.full(int(mask.sum()), y), s=60, c=color,
+                           edgecolors=COLORS["white"], linewidths=0.6, zorder=6)
+
+
+def draw_sandbox(axes: Sequence[Axes], frame: pd.DataFrame, dot_mode: str = "current") -> None:
+    """Draw the seed's seven panels onto ``axes`` (top to bottom) from a sandbox frame."""
+    if len(axes) != len(PANEL_TITLES):
+        raise ValueError(f"draw_sandbox needs {len(PANEL_TITLES)} axes, got {len(axes)}")
+    _check_dot_mode(dot_mode)
+    x = np.arange(len(frame))
+    draw_line_panel(axes[0], x, frame["combined_ratio"], title=PANEL_TITLES[0],
+                    ylabel="Combined Ratio", set_axis=set_ratio_axis)
+    draw_line_panel(axes[1], x, frame["vw_flow"], title=PANEL_TITLES[1], ylabel="VW Flow",
+                    set_axis=set_flow_axis)
+    draw_volume_panel(axes[2], x, frame["finra_buy_volume"], title=PANEL_TITLES[2],
+                      ylabel="FINRA B")
+    draw_line_panel(axes[3], x, frame["short_buy_sell_ratio"], title=PANEL_TITLES[3],
+                    ylabel="Short Ratio", set_axis=set_ratio_axis)
+    dot_sources = {variant: frame[column] for variant, column in VARIANT_COLUMNS.items()}
+    for ax, column, title in zip(axes[4:], VARIANT_COLUMNS.values(), PANEL_TITLES[4:],
+                                 strict=True):
+        draw_score_panel(ax, x, frame[column], frame["confidence"], title, dot_mode,
+                         dot_sources)
+    axes[-1].set_xticks(x)
+    axes[-1].set_xticklabels(_date_labels(frame), rotation=45, ha="right", fontsize=8)
+
+
+def _check_blend(frame: pd.DataFrame, blend_short_weight: float,
+                 blend_flow_weight: float) -> None:
+    stored = frame.attrs.get("blend_weights")
+    if stored is not None and tuple(stored) != (blend_short_weight, blend_flow_weight):
+        raise ValueError(
+            f"the frame's option B was computed with blend weights {tuple(stored)}, not "
+            f"({blend_short_weight}, {blend_flow_weight}); pass the same weights to plot() or "
+            "reload with sandbox.load(..., blend_short_weight=..., blend_flow_weight=...)"
+        )
+
+
+def _symbol(frame: pd.DataFrame) -> str:
+    if "symbol" in frame.columns and frame["symbol"].notna().any():
+        return str(frame["symbol"].dropna().iloc[0])
+    return "?"
+
+
+def plot(
+    frame: pd.DataFrame,
+    dot_mode: str = "current",
+    blend_short_weight: float = 0.6,
+    blend_flow_weight: float = 0.4,
+    title: str | None = None,
+) -> Figure:
+    """The seed's 7-panel sandbox figure for a :func:`darkpool_analysis.sandbox.load` frame.
+
+    ``dot_mode`` is ``current``, ``option_a``, ``option_b`` or ``all`` (all three, offset).
+    The blend weights are named in the footnote (and must match the frame's, when known);
+    ``title`` defaults to ``'{TICKER} - Accumulation Signal Sandbox'``.
+    """
+    if frame.empty:
+        raise ValueError("nothing to plot: the sandbox frame has no rows")
+    _check_dot_mode(dot_mode)
+    _check_blend(frame, blend_short_weight, blend_flow_weight)
+    with matplotlib.style.context(BASE_STYLE):
+        fig = Figure(figsize=FIGSIZE)
+        axes = fig.subplots(7, 1, sharex=True,
+                            gridspec_kw={"height_ratios": list(HEIGHT_RATIOS)})
+        fig.patch.set_facecolor(COLORS["background"])
+        draw_sandbox(list(axes), frame, dot_mode)
+        fig.suptitle(title or f"{_symbol(frame)} - Accumulation Signal Sandbox",
+                     color=COLORS["text"], fontsize=14, fontweight="bold")
+        fig.text(
+            0.01, 0.004,
+            f"{PROXY_NOTE}\nOption A: short z = vw_flow_z.  Option B: short z = "
+            f"{blend_short_weight:g} x short_buy_sell_ratio_z + {blend_flow_weight:g} x "
+            "vw_flow_z.  Dots: score >= 70 above, <= 30 below.",
+            color=COLORS["neutral"], fontsize=8, ha="left", va="bottom",
+        )
+        fig.tight_layout(rect=(0, 0.015, 1, 0.97))
+    return fig
+
+
+def draw_experimental(ax: Axes, frame: pd.DataFrame) -> None:
+    """The seed's experimental signal ``imbalance * log1p(B + S)`` as a yellow line."""
+    apply_axis_style(ax)
+    signal = (frame["exp_signal"] if "exp_signal" in frame.columns
+              else experimental_signal(frame)["exp_signal"]).astype(float)
+    x = np.arange(len(frame))
+    mask = signal.notna().to_numpy()
+    ax.plot(x[mask], signal[mask], color=COLORS["yellow"], linewidth=1.8)
+    ax.scatter(x[mask], signal[mask], color=COLORS["yellow"], s=20,
+               edgecolors=COLORS["white"], linewidths=0.4)
+    ax.axhline(0.0, color=COLORS["neutral"], linestyle="--", linewidth=1.0, alpha=0.7)
+    _title(ax, EXPERIMENTAL_TITLE)
+    ax.set_ylabel("Signal", color=COLORS["text"])
+    ax.set_xticks(x)
+    ax.set_xticklabels(_date_labels(frame), rotation=45, ha="right", fontsize=8)
+
+
+def plot_experimental(frame: pd.DataFrame) -> Figure:
+    """The seed's experimental figure (imbalance x log1p(B + S)), B being the short-volume
+    proxy named in the footnote."""
+    if frame.empty:
+        raise ValueError("nothing to plot: the sandbox frame has no rows")
+    with matplotlib.style.context(BASE_STYLE):
+        fig = Figure(figsize=EXPERIMENTAL_FIGSIZE)
+        ax = fig.subplots()
+        fig.patch.set_facecolor(COLORS["background"])
+        draw_experimental(ax, frame)
+        fig.text(0.01, 0.01, f"{_symbol(frame)}. {PROXY_NOTE}", color=COLORS["neutral"],
+                 fontsize=7, ha="left", va="bottom")
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+__all__ = [
+    "DOT_SPECS",
+    "PANEL_TITLES",
+    "draw_experimental",
+    "draw_sandbox",
+    "draw_score_panel",
+    "plot",
+    "plot_experimental",
+]
