@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,yahoo]'
+	$(BIN)/python -m pip install --quiet --no-deps 'tclf>=0.4'
 	@touch $(STAMP)
 
 run: $(STAMP)

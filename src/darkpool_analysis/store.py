@@ -56,8 +56,10 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             market VARCHAR,
             source_file VARCHAR NOT NULL,
             sha256 VARCHAR NOT NULL,
-            fetched_at TIMESTAMP NOT NULL,
-            PRIMARY KEY (trade_date, facility, symbol)
+            fetched_at TIMESTAMP NOT NULL
+            -- No PRIMARY KEY on purpose: the parser rejects duplicate symbols within a file and
+            -- every write replaces a whole (facility, trade_date) partition in one transaction,
+            -- so (trade_date, facility, symbol) is unique; the index cost 2x ingest speed.
         );
         CREATE TABLE source_files (
             dataset VARCHAR NOT NULL,           -- finra_short, prices, finra_otc, lit
@@ -278,6 +280,14 @@ def settle(conn: duckdb.DuckDBPyConnection) -> None:
         complete()
 
 
+def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
+    """The applied schema version (0 for an empty database)."""
+    if not table_exists(conn, "schema_version"):
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
+    return int(row[0][0])
+
+
 def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     """Apply pending migrations in order, each in its own transaction; return the version."""
     run(conn, "CREATE TABLE IF NOT EXISTS schema_version "
@@ -374,6 +384,7 @@ class Writer:
         self.publish_interval = publish_interval
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._dirty = False
+        self._depth = 0
         self._last_publish = time.monotonic()
 
     # -- connection --------------------------------------------------------------------------
@@ -388,9 +399,11 @@ class Writer:
             # Adopt a published database (e.g. built elsewhere) as the new master.
             shutil.copyfile(self.db_path, self.master_path)
         self._conn = duckdb.connect(str(self.master_path))
-        migrate(self._conn)
-        if not self.db_path.exists():
-            self._dirty = True
+        before = schema_version(self._conn)
+        after = migrate(self._conn)
+        # Publish a schema upgrade of an existing database; a brand-new database is published
+        # only once something is committed (a failed first ingest leaves no database behind).
+        self._dirty = after != before and self.db_path.exists()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -400,16 +413,35 @@ class Writer:
     # -- transactions ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """All-or-nothing block: commit on success, roll back and re-raise on any error."""
+        """All-or-nothing block: commit on success, roll back and re-raise on any error.
+
+        Nested blocks join the outermost transaction, so a caller can group several
+        already-validated files into one commit (much faster than a commit per file) while
+        each write helper stays atomic on its own.
+        """
         conn = self.conn
+        if self._depth:
+            self._depth += 1
+            try:
+                yield conn
+            finally:
+                self._depth -= 1
+            return
         run(conn, "BEGIN TRANSACTION")
+        self._depth = 1
         try:
             yield conn
         except BaseException:
+            self._depth = 0
             run(conn, "ROLLBACK")
             raise
+        self._depth = 0
         run(conn, "COMMIT")
         self._dirty = True
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
 
     def replace_partition(
         self,
@@ -429,14 +461,13 @@ class Writer:
         commit together or not at all, so re-ingesting a file never duplicates rows.
         """
         rows = frame.num_rows if hasattr(frame, "num_rows") else len(frame)
-        # Register outside the transaction: unregistering inside an aborted one would mask
-        # the original error.
         settle(self.conn)
         self.conn.register("_darkpool_batch", frame)
         try:
             with self.transaction() as conn:
                 run(conn, f"DELETE FROM {table} WHERE {where}", params)
-                run(conn, f"INSERT INTO {table} BY NAME SELECT * FROM _darkpool_batch")
+                if rows:
+                    run(conn, f"INSERT INTO {table} BY NAME SELECT * FROM _darkpool_batch")
                 if source is not None:
                     self._record_source(conn, source)
                     self._log(conn, source.dataset, source.partition_key, trade_date,
@@ -495,7 +526,11 @@ class Writer:
 
     # -- publication -------------------------------------------------------------------------
     def maybe_publish(self) -> bool:
-        """Publish if the last snapshot is older than ``publish_interval``; return whether."""
+        """Publish if the last snapshot is older than ``publish_interval``; return whether.
+
+        Never inside a transaction (publication closes the connection)."""
+        if self._depth:
+            return False
         if self._dirty and time.monotonic() - self._last_publish >= self.publish_interval:
             self.publish()
             return True
@@ -505,6 +540,8 @@ class Writer:
         """Checkpoint the master and atomically swap a copy of it into the published path."""
         if not self._dirty:
             return
+        if self._depth:
+            raise StoreError("cannot publish inside a transaction")
         reopen = self._conn is not None
         self.close()  # closing checkpoints the WAL into the file
         self.db_path.parent.mkdir(parents=True, exist_ok=True)

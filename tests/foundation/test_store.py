@@ -36,10 +36,9 @@ def _source(key: str, rows: int, sha: str = "abc") -> SourceFile:
 
 
 def test_migrations_create_schema_and_are_idempotent(db_path: Path) -> None:
-    with open_writer(db_path):
-        pass
-    with open_writer(db_path):
-        pass
+    for _ in range(2):
+        with open_writer(db_path) as writer:
+            writer.log_outcome("prices", "AAA", outcome="not_published")
     versions = read_frame(db_path, "SELECT version FROM schema_version ORDER BY version")
     assert versions["version"].tolist() == list(range(1, SCHEMA_VERSION + 1))
     tables = set(read_frame(db_path, "SELECT table_name FROM information_schema.tables")
@@ -57,6 +56,14 @@ def test_replace_partition_is_idempotent(db_path: Path) -> None:
     assert read_frame(db_path, "SELECT count(*) AS n FROM prices_daily")["n"].item() == 3
     assert read_frame(db_path, "SELECT count(*) AS n FROM source_files")["n"].item() == 1
     assert read_frame(db_path, "SELECT count(*) AS n FROM ingest_log")["n"].item() == 2
+
+
+def test_a_writer_that_commits_nothing_creates_no_database(db_path: Path) -> None:
+    with pytest.raises(RuntimeError), open_writer(db_path):
+        raise RuntimeError("bad input before the first write")
+    assert not db_path.exists()
+    with pytest.raises(StoreError, match="no database"):
+        connect_readonly(db_path)
 
 
 def test_failed_write_leaves_database_unchanged(db_path: Path) -> None:
@@ -148,8 +155,8 @@ _READER = textwrap.dedent(
 def test_concurrent_writer_and_reader_processes(db_path: Path, tmp_path: Path,
                                                 mode: str) -> None:
     # Publish an initial snapshot so the reader has something to open.
-    with open_writer(db_path):
-        pass
+    with open_writer(db_path) as writer:
+        writer.log_outcome("prices", None, outcome="not_published")
     writer_py, reader_py = tmp_path / "writer.py", tmp_path / "reader.py"
     writer_py.write_text(_WRITER)
     reader_py.write_text(_READER)

@@ -9,11 +9,15 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from darkpool_analysis.cli.app import app, config, console, handle_errors
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Data gaps listed by date in the summary (the rest are counted).
 SHOWN_GAPS = 10
@@ -48,34 +52,39 @@ def _check_suffix(path: Path | None, allowed: tuple[str, ...], option: str) -> N
 @app.command("sandbox")
 @handle_errors
 def sandbox(
-    ticker: str = typer.Argument(..., help="Ticker in any spelling (BRK.B, BRK/B, BRK-B)."),
-    start: str | None = typer.Option(None, "--start", help="First date (default: 60 sessions "
-                                     "with data before --end)."),
-    end: str | None = typer.Option(None, "--end", help="Last date (default: the ticker's last "
-                                   "date with data)."),
-    dot_mode: DotModeChoice = typer.Option(DotModeChoice.current, "--dot-mode",
-                                           help="Variant(s) whose >=70 / <=30 dots are drawn."),
-    blend_short_weight: float = typer.Option(0.6, "--blend-short-weight",
-                                             help="Option B weight of short_buy_sell_ratio_z."),
-    blend_flow_weight: float = typer.Option(0.4, "--blend-flow-weight",
-                                            help="Option B weight of vw_flow_z."),
-    seed_exact: bool = typer.Option(False, "--seed-exact", help="Exactly the seed notebook's "
-                                    "numbers: z windows over the shown range only."),
-    no_warmup: bool = typer.Option(False, "--no-warmup", help="Do not read short_z_window "
-                                   "earlier sessions for the rolling z-scores."),
-    out: Path | None = typer.Option(None, "--out", help="Chart file (.png, .svg or .pdf); "
-                                    "default <output_dir>/<TICKER>_sandbox_<start>_<end>.png."),
-    csv: Path | None = typer.Option(None, "--csv", help="Also write the frame as CSV."),
-    experimental: bool = typer.Option(False, "--experimental", help="Also write the "
-                                      "imbalance x log1p(B + S) figure (<out>_experimental)."),
+    ticker: Annotated[str, typer.Argument(help="Ticker in any spelling (BRK.B, BRK/B, BRK-B).")],
+    start: Annotated[str | None, typer.Option(
+        "--start", help="First date (default: 60 sessions with data up to --end).")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--end", help="Last date (default: the ticker's last date with data).")] = None,
+    dot_mode: Annotated[DotModeChoice, typer.Option(
+        "--dot-mode", help="Variant(s) whose >=70 / <=30 dots are drawn.")
+    ] = DotModeChoice.current,
+    blend_short_weight: Annotated[float, typer.Option(
+        "--blend-short-weight", help="Option B weight of short_buy_sell_ratio_z.")] = 0.6,
+    blend_flow_weight: Annotated[float, typer.Option(
+        "--blend-flow-weight", help="Option B weight of vw_flow_z.")] = 0.4,
+    seed_exact: Annotated[bool, typer.Option(
+        "--seed-exact", help="Exactly the seed notebook's numbers: z windows over the shown "
+        "range only (no warm-up).")] = False,
+    no_warmup: Annotated[bool, typer.Option(
+        "--no-warmup", help="Do not read short_z_window earlier sessions for the rolling "
+        "z-scores.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Chart file (.png, .svg or .pdf); default "
+        "<output_dir>/<TICKER>_sandbox_<start>_<end>.png.")] = None,
+    csv: Annotated[Path | None, typer.Option(
+        "--csv", help="Also write the sandbox frame as CSV.")] = None,
+    experimental: Annotated[bool, typer.Option(
+        "--experimental", help="Also write the imbalance x log1p(B + S) figure "
+        "(<out stem>_experimental).")] = False,
 ) -> None:
     """Chart the seed's three accumulation-score variants for one ticker (read-only).
 
     FINRA "buy" volume is FINRA short-sale volume: a proxy for dealer-filled buying.
     """
     from darkpool_analysis import sandbox as sandbox_lib
-    from darkpool_analysis.views import FIGURE_SUFFIXES, save_figure
-    from darkpool_analysis.views import sandbox_chart
+    from darkpool_analysis.views import FIGURE_SUFFIXES, sandbox_chart, save_figure
 
     _check_suffix(out, FIGURE_SUFFIXES, "--out")
     _check_suffix(csv, (".csv",), "--csv")
@@ -102,28 +111,28 @@ def sandbox(
         frame.assign(date=frame["date"].dt.date).to_csv(csv, index=False)
         written.append(csv)
 
-    _print_summary(sandbox_lib, frame, symbol, first, last, warmup)
+    _print_summary(frame, symbol, first, last, warmup)
     for path in written:
         console.print(f"[green]wrote[/] {path}", highlight=False)
 
 
-def _print_summary(sandbox_lib: object, frame: object, symbol: str, first: dt.date,
-                   last: dt.date, warmup: bool) -> None:
+def _print_summary(frame: pd.DataFrame, symbol: str, first: dt.date, last: dt.date,
+                   warmup: bool) -> None:
     """Rows, days per zone and variant, and sessions without short data."""
-    from darkpool_analysis import sandbox as lib
+    from darkpool_analysis import sandbox as sandbox_lib
 
-    zones = lib.zone_counts(frame)  # type: ignore[arg-type]
-    gaps = lib.data_gaps(frame, first, last)  # type: ignore[arg-type]
+    zones = sandbox_lib.zone_counts(frame)
+    gaps = sandbox_lib.data_gaps(frame, first, last)
     mode = ("with warm-up (full z windows)" if warmup
             else "seed-exact z windows (shown range only)")
-    console.print(f"[bold]{symbol}[/] {first} .. {last}: {len(frame)} rows, {mode}",  # type: ignore[arg-type]
+    console.print(f"[bold]{symbol}[/] {first} .. {last}: {len(frame)} rows, {mode}",
                   highlight=False)
     table = Table(title="Days per zone", title_justify="left", header_style="bold cyan")
     table.add_column("variant")
     for column in ("accumulation >=70", "distribution <=30", "between", "no score"):
         table.add_column(column, justify="right")
-    for variant, counts in zones.iterrows():
-        table.add_row(str(variant), *(str(int(v)) for v in counts))
+    for variant, counts in zones.to_dict("index").items():
+        table.add_row(str(variant), *(str(int(counts[c])) for c in zones.columns))
     console.print(table)
     if gaps:
         shown = ", ".join(day.isoformat() for day in gaps[:SHOWN_GAPS])

@@ -1,1 +1,1 @@
-"""Ingest package."""
+"""Ingestion orchestration: fetch or read source files, validate, write through the store."""

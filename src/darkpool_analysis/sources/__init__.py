@@ -1,1 +1,1 @@
-"""Sources package."""
+"""Data sources: downloaders and strict parsers (bytes in, frames out; no database access)."""

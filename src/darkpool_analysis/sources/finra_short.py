@@ -193,8 +193,9 @@ def _read_block(layout: _Layout, source: str) -> pa.Table:
             parse_options=pacsv.ParseOptions(delimiter="|", quote_char=False,
                                               double_quote=False, escape_char=False,
                                               newlines_in_values=False, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
-                                                 null_values=[""], quoted_strings_can_be_null=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, strings_can_be_null=False, null_values=[""],
+                quoted_strings_can_be_null=False),
         )
     except pa.ArrowInvalid as exc:
         raise _locate_parse_error(layout, source) from exc

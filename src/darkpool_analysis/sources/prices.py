@@ -20,13 +20,16 @@ frame is checked by :func:`validate_bars` before it leaves this module, so bad i
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import importlib
 import importlib.util
 import io
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -130,8 +133,15 @@ def validate_bars(frame: pd.DataFrame, *, source: str,
     _fail_first(high < low, "high is below low; expected high >= low", source=source,
                 field=names.get("high", "high"), lines=lines, frame=frame)
     duplicated = frame.duplicated(["symbol", "date"], keep="first").to_numpy()
-    _fail_first(duplicated, "duplicate date; expected one bar per symbol and session",
-                source=source, field=names.get("date", "date"), lines=lines, frame=frame)
+    if duplicated.any():
+        again = int(np.flatnonzero(duplicated)[0])
+        same = ((frame["symbol"] == frame["symbol"].iloc[again])
+                & (frame["date"] == frame["date"].iloc[again])).to_numpy()
+        original = int(np.flatnonzero(same)[0])
+        where = f"line {int(lines[original])}" if lines is not None else f"row {original}"
+        _fail_first(duplicated, f"duplicate date (first seen on {where}); expected one bar "
+                    "per symbol and session", source=source, field=names.get("date", "date"),
+                    lines=lines, frame=frame)
 
 
 def _first(values: np.ndarray, mask: np.ndarray) -> str:
@@ -150,31 +160,68 @@ def _decode(data: bytes, source: str) -> str:
                               "Yahoo-format CSV file", source=source, line=line) from exc
 
 
-def parse_yahoo_csv(data: bytes, *, symbol: str, source_name: str) -> pd.DataFrame:
-    """Parse one Yahoo-format CSV (``Date,Open,High,Low,Close,Adj Close,Volume`` in any order,
-    extra columns ignored) into a validated bar frame for ``symbol``.
+def _yahoo_header(text: str, source_name: str) -> list[str]:
+    """The file's known columns (in our order) after checking the required ones are there."""
+    first_line = text.split("\n", 1)[0]
+    try:
+        found = [name.strip() for name in next(csv.reader([first_line]))]
+    except (csv.Error, StopIteration) as exc:
+        raise DataFormatError(f"unreadable header: {exc}", source=source_name, line=1) from exc
+    missing = [name for name in YAHOO_CSV_REQUIRED if name not in found]
+    if missing:
+        raise DataFormatError(
+            f"missing column(s) {', '.join(missing)}; expected columns "
+            f"{', '.join(YAHOO_CSV_COLUMNS)} in any order, found {', '.join(found)}",
+            source=source_name, line=1, field=missing[0])
+    return [name for name in YAHOO_CSV_COLUMNS if name in found]
 
-    Rows whose prices are all ``null`` (Yahoo's marker for a day without data) are dropped
-    with a warning; any other non-numeric value, an unparseable date, a negative price or
-    volume, ``High < Low`` or a repeated date raises :class:`DataFormatError`.
-    """
-    text = _decode(data, source_name)
-    if not text.strip():
-        raise DataFormatError("empty file; expected a header line "
-                              f"{','.join(YAHOO_CSV_COLUMNS)}", source=source_name, line=1)
+
+def _bars_frame(symbol: str, dates: pd.Series, values: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    size = len(dates)
+    columns: dict[str, Any] = {
+        "symbol": np.full(size, normalise(symbol, "yahoo"), dtype=object),
+        "date": dates.astype("datetime64[ns]").to_numpy(),
+    }
+    for name in BAR_COLUMNS[2:]:
+        columns[name] = values.get(name, np.full(size, np.nan))
+    return pd.DataFrame(columns).astype({"symbol": "str"})
+
+
+def _parse_yahoo_typed(text: str, present: Sequence[str], symbol: str) -> pd.DataFrame | None:
+    """Fast path for clean files: typed C parsing. Returns None at the first irregularity
+    (a non-number, an empty or ``null`` cell, a blank line, a non-ISO date) so that
+    :func:`_parse_yahoo_text` can find and name it."""
+    value_columns = [name for name in present if name != "Date"]
+    try:
+        raw = pd.read_csv(io.StringIO(text), skipinitialspace=True, skip_blank_lines=False,
+                          keep_default_na=False, na_values=[""],
+                          dtype={"Date": str, **dict.fromkeys(value_columns, "float64")})
+    except (ValueError, pd.errors.ParserError):
+        return None
+    raw.columns = [str(name).strip() for name in raw.columns]
+    try:
+        values = raw[value_columns].to_numpy(dtype="float64")
+    except (ValueError, TypeError):
+        return None
+    if np.isnan(values).any():
+        return None
+    dates = pd.to_datetime(raw["Date"], format="%Y-%m-%d", errors="coerce")
+    if dates.isna().any():
+        return None
+    return _bars_frame(symbol, dates, {YAHOO_CSV_COLUMNS[name]: values[:, i]
+                                       for i, name in enumerate(value_columns)})
+
+
+def _parse_yahoo_text(text: str, present: Sequence[str], symbol: str,
+                      source_name: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Diagnostic path: read every cell as text, skip blank lines and all-``null`` rows, and
+    raise a DataFormatError naming the first bad cell. Returns bars and their line numbers."""
     try:
         raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
                           skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataFormatError(f"not a valid CSV file: {exc}", source=source_name) from exc
     raw.columns = [str(name).strip() for name in raw.columns]
-    missing = [name for name in YAHOO_CSV_REQUIRED if name not in raw.columns]
-    if missing:
-        raise DataFormatError(
-            f"missing column(s) {', '.join(missing)}; expected columns "
-            f"{', '.join(YAHOO_CSV_COLUMNS)} in any order, found {', '.join(raw.columns)}",
-            source=source_name, line=1, field=missing[0])
-    present = [name for name in YAHOO_CSV_COLUMNS if name in raw.columns]
     cells = pd.DataFrame({name: raw[name].str.strip() for name in present})
     lines = np.arange(len(cells)) + 2  # 1-based; line 1 is the header
 
@@ -188,6 +235,7 @@ def parse_yahoo_csv(data: bytes, *, symbol: str, source_name: str) -> pd.DataFra
     keep = ~(blank_line | null_bar)
     cells, lines = cells.loc[keep].reset_index(drop=True), lines[keep]
 
+    # ``2021-01-25 00:00:00-05:00`` (yfinance to_csv of a tz-aware index): the local date.
     date_text = cells["Date"].str.extract(r"^(\d{4}-\d{2}-\d{2})(?:[ T][0-9:.+\-]*)?$")[0]
     dates = pd.to_datetime(date_text, format="%Y-%m-%d", errors="coerce")
     bad_date = dates.isna().to_numpy()
@@ -196,9 +244,7 @@ def parse_yahoo_csv(data: bytes, *, symbol: str, source_name: str) -> pd.DataFra
         raise DataFormatError(f"unparseable date {cells['Date'].iloc[first]!r}; expected "
                               "YYYY-MM-DD", source=source_name, line=int(lines[first]),
                               field="Date")
-
-    bars = pd.DataFrame({"symbol": normalise(symbol, "yahoo"), "date": dates.astype(
-        "datetime64[ns]")})
+    values: dict[str, np.ndarray] = {}
     for name in value_columns:
         numbers = pd.to_numeric(cells[name], errors="coerce")
         bad = numbers.isna().to_numpy()
@@ -206,11 +252,27 @@ def parse_yahoo_csv(data: bytes, *, symbol: str, source_name: str) -> pd.DataFra
             first = int(np.flatnonzero(bad)[0])
             raise DataFormatError(f"expected a number, got {cells[name].iloc[first]!r}",
                                   source=source_name, line=int(lines[first]), field=name)
-        bars[YAHOO_CSV_COLUMNS[name]] = numbers.to_numpy(dtype="float64")
-    for column in ("adj_close", "vwap"):
-        if column not in bars:
-            bars[column] = np.nan
-    bars = bars[list(BAR_COLUMNS)]
+        values[YAHOO_CSV_COLUMNS[name]] = numbers.to_numpy(dtype="float64")
+    return _bars_frame(symbol, dates, values), lines
+
+
+def parse_yahoo_csv(data: bytes, *, symbol: str, source_name: str) -> pd.DataFrame:
+    """Parse one Yahoo-format CSV (``Date,Open,High,Low,Close,Adj Close,Volume`` in any order,
+    extra columns ignored) into a validated bar frame for ``symbol``.
+
+    Rows whose prices are all ``null`` (Yahoo's marker for a day without data) are dropped
+    with a warning; any other non-numeric value, an unparseable date, a negative price or
+    volume, ``High < Low`` or a repeated date raises :class:`DataFormatError`.
+    """
+    text = _decode(data, source_name)
+    if not text.strip():
+        raise DataFormatError("empty file; expected a header line "
+                              f"{','.join(YAHOO_CSV_COLUMNS)}", source=source_name, line=1)
+    present = _yahoo_header(text, source_name)
+    bars = _parse_yahoo_typed(text, present, symbol)
+    lines: np.ndarray | None = np.arange(len(bars)) + 2 if bars is not None else None
+    if bars is None:
+        bars, lines = _parse_yahoo_text(text, present, symbol, source_name)
     validate_bars(bars, source=source_name, lines=lines,
                   field_names={bar: yahoo for yahoo, bar in YAHOO_CSV_COLUMNS.items()})
     return bars
@@ -225,7 +287,8 @@ def read_yahoo_csv(path_or_bytes: str | Path | bytes, *, symbol: str | None = No
 
     Examples
     --------
-    >>> csv = b"Date,High,Low,Open,Close,Volume,Adj Close\\n2021-01-27,380,249,354.83,347.51,93396700,347.51\\n"
+    >>> csv = (b"Date,High,Low,Open,Close,Volume,Adj Close\\n"
+    ...        b"2021-01-27,380,249,354.83,347.51,93396700,347.51\\n")
     >>> read_yahoo_csv(csv, symbol="GME")[["symbol", "close", "volume"]].to_numpy().tolist()
     [['GME', 347.51, 93396700.0]]
     """
@@ -438,10 +501,13 @@ class PolygonClient:
         self._key = settings.polygon_api_key.get_secret_value()
         self._base = settings.polygon_api_url
         self._policy = HttpPolicy.from_settings(settings)
+        self.concurrency = settings.http_concurrency
+        self._lock = threading.Lock()
         self.requests = 0
 
     def _get_json(self, url: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        self.requests += 1
+        with self._lock:  # requests may run on several threads
+            self.requests += 1
         response = get(self._client, url, policy=self._policy, params=params,
                        headers={"Authorization": f"Bearer {self._key}"})
         shown = redact(response.request.url)
@@ -509,18 +575,34 @@ def fetch_polygon_bars(client: PolygonClient, symbols: Sequence[str], sessions: 
                        *, progress: ProgressCallback | None = None) -> tuple[pd.DataFrame,
                                                                              PolygonPlan]:
     """Bars for ``symbols`` over ``sessions`` through the cheaper endpoint (see
-    :func:`plan_polygon`); returns the bars and the plan used."""
+    :func:`plan_polygon`); returns the bars and the plan used.
+
+    Requests run on up to ``http_concurrency`` threads (set it to 1 on Polygon's free tier,
+    which allows 5 requests a minute); the first failure cancels the rest and is raised.
+    """
     plan = plan_polygon(len(symbols), len(sessions))
     log.info("polygon: %s endpoint, %d request(s) for %d ticker(s) x %d session(s)",
              plan.endpoint, plan.requests, len(symbols), len(sessions))
+
+    def fetch_one(unit: Any) -> pd.DataFrame:
+        if plan.endpoint == "grouped":
+            return client.grouped_daily(unit, symbols)
+        return client.ticker_range(unit, sessions[0], sessions[-1])
+
     units: Sequence[Any] = sessions if plan.endpoint == "grouped" else symbols
     frames: list[pd.DataFrame] = []
-    for done, unit in enumerate(units, start=1):
-        if plan.endpoint == "grouped":
-            frames.append(client.grouped_daily(unit, symbols))
-        else:
-            frames.append(client.ticker_range(unit, sessions[0], sessions[-1]))
-        if progress is not None:
-            progress(done, len(units))
+    with ThreadPoolExecutor(max_workers=min(client.concurrency, len(units))) as pool:
+        futures = [pool.submit(fetch_one, unit) for unit in units]
+        try:
+            for done, future in enumerate(as_completed(futures), start=1):
+                frames.append(future.result())
+                if progress is not None:
+                    progress(done, len(units))
+        finally:
+            for future in futures:  # after an error, do not start the remaining requests
+                future.cancel()
     frames = [frame for frame in frames if not frame.empty]
-    return (pd.concat(frames, ignore_index=True) if frames else empty_bars()), plan
+    if not frames:
+        return empty_bars(), plan
+    # completion order varies between runs: sort for deterministic output
+    return pd.concat(frames).sort_values(["symbol", "date"], ignore_index=True), plan

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 FIGURE_SUFFIXES: tuple[str, ...] = (".png", ".svg", ".pdf")
 
 
-def save_figure(fig: Figure, path: Path, *, dpi: int = 120) -> Path:
+def save_figure(fig: Figure, path: Path, *, dpi: int = 100) -> Path:
     """Write ``fig`` to ``path`` (.png, .svg or .pdf) on its own background colour."""
     path = Path(path)
     if path.suffix.lower() not in FIGURE_SUFFIXES:

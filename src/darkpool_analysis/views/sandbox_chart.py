@@ -3,7 +3,10 @@
 Same panels, titles, colours, thresholds (ratio 0.75 / 1.0 / 1.25, score 30 / 50 / 70), dots,
 confidence strips, ``yy-mm-dd`` labels, figure size and height ratios as the seed notebook, drawn
 with the object API under ``matplotlib.style.context('dark_background')`` (no global pyplot
-state). The seed's per-day bar loop is one ``ax.bar`` call with per-bar RGBA colours.
+state). The seed's per-day bar loop (one ``ax.bar`` call, hence one ``Rectangle`` artist, per
+day and panel) becomes one :class:`~matplotlib.collections.PolyCollection` per bar series with
+per-bar RGBA colours (:func:`draw_bars`): the same rectangles and colours, but a year of data
+draws in a fraction of the time (``ax.bar`` costs about 0.5 ms per bar).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import matplotlib.style
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.collections import PolyCollection
 from matplotlib.colors import LinearSegmentedColormap, to_rgba_array
 from matplotlib.figure import Figure
 
@@ -43,6 +47,8 @@ PANEL_TITLES: Final = (
     "Accumulation Score (Option B: blended)",
 )
 EXPERIMENTAL_TITLE: Final = "Imbalance * log1p(B + S)"
+#: Beyond this many days, date labels go on every k-th day only.
+MAX_DATE_LABELS: Final = 64
 
 #: Per variant: dot colours above 70 / below 30 and the x offset used in 'all' mode.
 DOT_SPECS: Final[dict[str, dict[str, str | float]]] = {
@@ -71,10 +77,50 @@ def _date_labels(frame: pd.DataFrame) -> list[str]:
     return pd.to_datetime(frame["date"]).dt.strftime("%y-%m-%d").tolist()
 
 
+def set_date_ticks(ax: Axes, frame: pd.DataFrame) -> None:
+    """``yy-mm-dd`` labels, rotated 45 degrees, on every day as in the seed while there are at
+    most :data:`MAX_DATE_LABELS` days; on every k-th day beyond (a year of daily labels is
+    unreadable, and thousands of tick objects make drawing slow)."""
+    step = max(1, -(-len(frame) // MAX_DATE_LABELS))
+    positions = np.arange(len(frame))[::step]
+    ax.set_xticks(positions)
+    ax.set_xticklabels(_date_labels(frame)[::step], rotation=45, ha="right", fontsize=8)
+
+
 def _check_dot_mode(dot_mode: str) -> tuple[str, ...]:
     if dot_mode not in DOT_MODES:
         raise ValueError(f"unknown dot mode {dot_mode!r}; expected one of {', '.join(DOT_MODES)}")
     return DOT_MODES[dot_mode]
+
+
+def draw_bars(
+    ax: Axes,
+    x: np.ndarray,
+    heights: np.ndarray,
+    *,
+    width: float,
+    colors: np.ndarray | str,
+    bottom: float = 0.0,
+    zorder: float | None = None,
+) -> PolyCollection:
+    """Vertical bars centred on ``x`` as one collection (what ``ax.bar`` draws, vectorised).
+
+    ``colors`` is one colour or an (n, 4) RGBA array (alpha included). Edges are not drawn,
+    as with ``ax.bar``'s default.
+    """
+    x = np.asarray(x, dtype=float)
+    heights = np.asarray(heights, dtype=float)
+    left, right = x - width / 2.0, x + width / 2.0
+    low = np.full_like(x, bottom)
+    high = low + heights
+    verts = np.stack([np.column_stack(corner) for corner in
+                      ((left, low), (left, high), (right, high), (right, low))], axis=1)
+    bars = PolyCollection(verts, facecolors=colors, edgecolors="none", linewidths=0.0)
+    if zorder is not None:
+        bars.set_zorder(zorder)
+    ax.add_collection(bars, autolim=True)
+    ax.autoscale_view()
+    return bars
 
 
 def draw_line_panel(
@@ -105,7 +151,8 @@ def draw_volume_panel(ax: Axes, x: np.ndarray, values: pd.Series, *, title: str,
     apply_axis_style(ax)
     series = pd.to_numeric(values, errors="coerce").astype(float)
     mask = series.notna().to_numpy()
-    ax.bar(x[mask], series[mask], color=COLORS["yellow"], alpha=0.5, width=0.7)
+    draw_bars(ax, x[mask], series.to_numpy()[mask], width=0.7,
+              colors=to_rgba_array([COLORS["yellow"]], alpha=0.5))
     set_volume_axis(ax, series)
     ax.set_ylabel(ylabel, color=COLORS["text"])
     _title(ax, title)
@@ -144,10 +191,9 @@ def draw_score_panel(
     variants = _check_dot_mode(dot_mode)
     filled = pd.to_numeric(scores, errors="coerce").astype(float).fillna(50).to_numpy()
     conf = pd.to_numeric(confidence, errors="coerce").astype(float).fillna(0.5).to_numpy()
-    ax.bar(x, filled / 100.0, bottom=0, color=score_bar_colors(filled, conf), width=0.8,
-           zorder=2)
-    ax.bar(x, 0.08 * conf, bottom=-0.12, color=confidence_strip_colors(conf), width=0.6,
-           zorder=3)
+    draw_bars(ax, x, filled / 100.0, width=0.8, colors=score_bar_colors(filled, conf), zorder=2)
+    draw_bars(ax, x, 0.08 * conf, bottom=-0.12, width=0.6,
+              colors=confidence_strip_colors(conf), zorder=3)
     for level, color in ((0.30, "red"), (0.50, "neutral"), (0.70, "green")):
         ax.axhline(y=level, color=COLORS[color], linestyle="--", linewidth=0.8, alpha=0.4,
                    zorder=1)
@@ -189,8 +235,7 @@ def draw_sandbox(axes: Sequence[Axes], frame: pd.DataFrame, dot_mode: str = "cur
                                  strict=True):
         draw_score_panel(ax, x, frame[column], frame["confidence"], title, dot_mode,
                          dot_sources)
-    axes[-1].set_xticks(x)
-    axes[-1].set_xticklabels(_date_labels(frame), rotation=45, ha="right", fontsize=8)
+    set_date_ticks(axes[-1], frame)
 
 
 def _check_blend(frame: pd.DataFrame, blend_short_weight: float,
@@ -259,8 +304,7 @@ def draw_experimental(ax: Axes, frame: pd.DataFrame) -> None:
     ax.axhline(0.0, color=COLORS["neutral"], linestyle="--", linewidth=1.0, alpha=0.7)
     _title(ax, EXPERIMENTAL_TITLE)
     ax.set_ylabel("Signal", color=COLORS["text"])
-    ax.set_xticks(x)
-    ax.set_xticklabels(_date_labels(frame), rotation=45, ha="right", fontsize=8)
+    set_date_ticks(ax, frame)
 
 
 def plot_experimental(frame: pd.DataFrame) -> Figure:
@@ -282,6 +326,7 @@ def plot_experimental(frame: pd.DataFrame) -> Figure:
 __all__ = [
     "DOT_SPECS",
     "PANEL_TITLES",
+    "draw_bars",
     "draw_experimental",
     "draw_sandbox",
     "draw_score_panel",

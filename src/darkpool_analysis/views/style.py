@@ -62,7 +62,9 @@ def format_volume(value: float | None) -> str:
     return f"{number:,.0f}"
 
 
-VOLUME_FORMATTER: Final = FuncFormatter(lambda value, _pos: format_volume(value))
+def volume_formatter() -> FuncFormatter:
+    """A fresh tick formatter using :func:`format_volume` (a formatter belongs to one axis)."""
+    return FuncFormatter(lambda value, _pos: format_volume(value))
 
 
 def _finite_max(values: pd.Series, *, absolute: bool = False) -> float:
@@ -81,7 +83,7 @@ def set_flow_axis(ax: Axes, values: pd.Series) -> None:
     y_max = max_abs + max(max_abs * 0.1, 1.0)
     ax.set_ylim(-y_max, y_max)
     ax.set_yticks(np.linspace(-y_max, y_max, 5))
-    ax.yaxis.set_major_formatter(VOLUME_FORMATTER)
+    ax.yaxis.set_major_formatter(volume_formatter())
     ax.axhline(0.0, color=COLORS["neutral"], linestyle="--", linewidth=1.2, alpha=0.7)
 
 
@@ -104,4 +106,4 @@ def set_volume_axis(ax: Axes, values: pd.Series) -> None:
     y_max = max_val * 1.1
     ax.set_ylim(0, y_max)
     ax.set_yticks(np.linspace(0, y_max, 5))
-    ax.yaxis.set_major_formatter(VOLUME_FORMATTER)
+    ax.yaxis.set_major_formatter(volume_formatter())

@@ -1,0 +1,329 @@
+"""``darkpool build``: recompute ``daily_metrics`` from the raw tables of the master database.
+
+Reads the inputs through the :class:`~darkpool_analysis.store.Writer` connection (DuckDB SQL
+consolidates the FINRA facility rows), computes every column with the pure functions of
+:mod:`darkpool_analysis.metrics`, and replaces the affected rows in ONE transaction (delete the
+(symbols, date range), insert by name), so a failure leaves the table exactly as it was.
+
+Incremental builds give the same values as a full build: each symbol's grid runs from its first
+appearance in any source, and a range build loads a warm-up of ``max(window) + 1`` sessions
+before ``start`` (every rolling statistic and ``return_1d`` only look that far back), then writes
+only rows inside ``[start, end]``. Rows of other symbols or dates are never touched, and
+``daily_metrics`` holds no timestamps, so rebuilding is deterministic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from darkpool_analysis.config import Settings
+from darkpool_analysis.errors import NoDataError
+from darkpool_analysis.metrics import (
+    LIT_INPUT_COLUMNS,
+    OTC_COLUMNS,
+    PRICE_INPUT_COLUMNS,
+    SHORT_INPUT_COLUMNS,
+    assemble_grid,
+    compute_daily_metrics,
+)
+from darkpool_analysis.store import Writer
+from darkpool_analysis.symbols import to_feed
+from darkpool_analysis.trading_calendar import DateLike, session_offset, to_date
+
+log = logging.getLogger(__name__)
+
+#: Grid rows computed and inserted per batch (bounds peak memory; ~60 columns per row).
+ROWS_PER_BATCH = 1_500_000
+
+#: Facilities whose rows sum to the consolidated (CNMS) row when no CNMS file exists.
+NMS_FACILITIES = ("FNSQ", "FNQC", "FNYX", "FNRA")
+
+_EPOCH = "DATE '1970-01-01'"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build wrote."""
+
+    symbols: int
+    rows_written: int
+    start: dt.date | None
+    end: dt.date | None
+    seconds: float
+    missing_symbols: tuple[str, ...] = field(default_factory=tuple)
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def _days_to_datetime(days: np.ndarray) -> np.ndarray:
+    return days.astype("datetime64[D]").astype("datetime64[ns]")
+
+
+def _symbol_spans(conn: duckdb.DuckDBPyConnection,
+                  symbols: Sequence[str] | None) -> pd.DataFrame:
+    """First and last appearance (short-sale rows or price bars) of every symbol, sorted."""
+    requested = "" if symbols is None else "WHERE symbol IN (SELECT symbol FROM _build_request)"
+    return conn.execute(f"""
+        SELECT symbol, min(date) AS first_date, max(date) AS last_date
+        FROM (SELECT symbol_norm AS symbol, trade_date AS date FROM finra_short_daily_raw
+              UNION ALL SELECT symbol, date FROM prices_daily)
+        {requested}
+        GROUP BY symbol ORDER BY symbol
+    """).df()
+
+
+def _read_short(conn: duckdb.DuckDBPyConnection, load_start: dt.date,
+                end: dt.date) -> dict[str, np.ndarray]:
+    """Consolidated short-sale volume per (symbol id, day) of the batch symbols.
+
+    The consolidated row is the CNMS row; on dates without any CNMS row (before CNMS began in
+    2018-08, or a missing file) it is the sum of the FNSQ+FNQC+FNYX+FNRA rows. FORF (OTC
+    equities, not part of CNMS) rows stand alone and are used only when the symbol has no NMS
+    row that day.
+    """
+    nms = ", ".join(f"'{f}'" for f in NMS_FACILITIES)
+    return conn.execute(f"""
+        WITH cnms_dates AS (
+            SELECT DISTINCT trade_date FROM finra_short_daily_raw
+            WHERE facility = 'CNMS' AND trade_date BETWEEN $1 AND $2
+        ), picked AS (
+            SELECT b.symbol_id, r.trade_date, r.facility, r.short_volume,
+                   r.short_exempt_volume, r.total_volume
+            FROM finra_short_daily_raw r JOIN _build_batch b ON r.symbol_norm = b.symbol
+            WHERE r.trade_date BETWEEN $1 AND $2
+              AND (r.facility IN ('CNMS', 'FORF')
+                   OR (r.facility IN ({nms})
+                       AND r.trade_date NOT IN (SELECT trade_date FROM cnms_dates)))
+        ), grouped AS (
+            SELECT symbol_id, trade_date,
+                   bool_or(facility = 'CNMS') AS has_cnms,
+                   bool_or(facility <> 'FORF') AS has_nms,
+                   sum(short_volume) FILTER (WHERE facility <> 'FORF') AS nms_short,
+                   sum(short_exempt_volume) FILTER (WHERE facility <> 'FORF') AS nms_exempt,
+                   sum(total_volume) FILTER (WHERE facility <> 'FORF') AS nms_total,
+                   sum(short_volume) FILTER (WHERE facility = 'FORF') AS orf_short,
+                   sum(short_exempt_volume) FILTER (WHERE facility = 'FORF') AS orf_exempt,
+                   sum(total_volume) FILTER (WHERE facility = 'FORF') AS orf_total
+            FROM picked GROUP BY symbol_id, trade_date
+        )
+        SELECT symbol_id,
+               CAST(trade_date - {_EPOCH} AS BIGINT) AS day,
+               coalesce(CASE WHEN has_nms THEN nms_short ELSE orf_short END,
+                        'NaN'::DOUBLE) AS short_volume,
+               coalesce(CASE WHEN has_nms THEN nms_exempt ELSE orf_exempt END,
+                        'NaN'::DOUBLE) AS short_exempt_volume,
+               coalesce(CASE WHEN has_nms THEN nms_total ELSE orf_total END,
+                        'NaN'::DOUBLE) AS total_volume,
+               CAST(CASE WHEN has_cnms THEN 0 WHEN has_nms THEN 1 ELSE 2 END AS TINYINT)
+                   AS source_code
+        FROM grouped
+    """, [load_start, end]).fetchnumpy()
+
+
+def _read_prices(conn: duckdb.DuckDBPyConnection, load_start: dt.date,
+                 end: dt.date) -> dict[str, np.ndarray]:
+    return conn.execute(f"""
+        SELECT b.symbol_id, CAST(p.date - {_EPOCH} AS BIGINT) AS day,
+               coalesce(p.open, 'NaN'::DOUBLE) AS open, coalesce(p.high, 'NaN'::DOUBLE) AS high,
+               coalesce(p.low, 'NaN'::DOUBLE) AS low, coalesce(p.close, 'NaN'::DOUBLE) AS close,
+               coalesce(p.vwap, 'NaN'::DOUBLE) AS vwap,
+               coalesce(p.volume, 'NaN'::DOUBLE) AS volume
+        FROM prices_daily p JOIN _build_batch b ON p.symbol = b.symbol
+        WHERE p.date BETWEEN $1 AND $2
+    """, [load_start, end]).fetchnumpy()
+
+
+def _read_lit(conn: duckdb.DuckDBPyConnection, load_start: dt.date,
+              end: dt.date) -> pd.DataFrame:
+    frame = conn.execute("""
+        SELECT b.symbol_id, l.date, l.lit_buy_volume, l.lit_sell_volume,
+               l.method AS lit_method, l.coverage_pct AS lit_coverage_pct
+        FROM lit_direction_daily l JOIN _build_batch b ON l.symbol = b.symbol
+        WHERE l.date BETWEEN $1 AND $2
+    """, [load_start, end]).df()
+    return frame
+
+
+def _otc_block(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str], start: dt.date,
+               end: dt.date, settings: Settings) -> pd.DataFrame:
+    """The point-in-time OTC weekly columns for ``symbols`` on sessions in ``[start, end]``.
+
+    Returns a frame with :data:`~darkpool_analysis.metrics.OTC_COLUMNS`. The OTC computation
+    (``otc_metrics``) is wired in here by the coordinator; until then the frame is empty, so
+    every row gets NULL OTC values, ``otc_status = 'None'`` and ``has_otc = False``.
+    """
+    del conn, symbols, start, end, settings  # consumed once otc_metrics is wired in
+    return pd.DataFrame({c: pd.Series([], dtype=object) for c in OTC_COLUMNS})
+
+
+def _normalise_request(symbols: Sequence[str] | None) -> list[str] | None:
+    if symbols is None:
+        return None
+    return sorted({to_feed(s.strip(), "normalised") for s in symbols if s.strip()})
+
+
+def _batches(lengths: np.ndarray, rows_per_batch: int) -> list[slice]:
+    """Contiguous symbol ranges of about ``rows_per_batch`` grid rows each."""
+    ends = np.cumsum(lengths)
+    cuts = np.searchsorted(ends, np.arange(rows_per_batch, ends[-1], rows_per_batch),
+                           side="left") + 1 if len(ends) and ends[-1] > 0 else np.array([])
+    bounds = np.unique(np.concatenate([[0], cuts, [len(lengths)]]).astype(int))
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
+def _batch_inputs(conn: duckdb.DuckDBPyConnection, names: np.ndarray, load_start: dt.date,
+                  end: dt.date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Short, price and lit frames (categorical symbols) of one batch of symbols."""
+    categories = pd.Index(names)
+    conn.register("_build_batch", pd.DataFrame({
+        "symbol": names, "symbol_id": np.arange(len(names), dtype=np.int32)}))
+    try:
+        short = _read_short(conn, load_start, end)
+        prices = _read_prices(conn, load_start, end)
+        lit = _read_lit(conn, load_start, end)
+    finally:
+        conn.unregister("_build_batch")
+
+    def symbols_of(ids: np.ndarray) -> pd.Categorical:
+        return pd.Categorical.from_codes(np.asarray(ids, dtype=np.int32), categories=categories)
+
+    short_frame = pd.DataFrame({
+        "symbol": symbols_of(short["symbol_id"]),
+        "date": _days_to_datetime(short["day"]),
+        "short_volume": short["short_volume"],
+        "short_exempt_volume": short["short_exempt_volume"],
+        "total_volume": short["total_volume"],
+        "short_source": pd.Categorical.from_codes(
+            short["source_code"], categories=["CNMS", "FACILITY_SUM", "FORF"]),
+    }, columns=list(SHORT_INPUT_COLUMNS))
+    price_frame = pd.DataFrame({
+        "symbol": symbols_of(prices["symbol_id"]),
+        "date": _days_to_datetime(prices["day"]),
+        **{c: prices[c] for c in PRICE_INPUT_COLUMNS[2:]},
+    }, columns=list(PRICE_INPUT_COLUMNS))
+    lit["symbol"] = symbols_of(lit.pop("symbol_id").to_numpy())
+    return short_frame, price_frame, lit[list(LIT_INPUT_COLUMNS)]
+
+
+def build_metrics(
+    writer: Writer,
+    settings: Settings,
+    symbols: Sequence[str] | None = None,
+    start: DateLike | None = None,
+    end: DateLike | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    rows_per_batch: int = ROWS_PER_BATCH,
+) -> BuildResult:
+    """Recompute ``daily_metrics`` for ``symbols`` (default: all) on ``[start, end]``.
+
+    Values equal those of a full build; rows outside the symbols/range are not touched.
+    Symbols are normalised (``BRK/B``, ``BRK-B`` -> ``BRK.B``). ``progress(done, total)`` is
+    called with grid rows after each batch. Raises :class:`NoDataError` when the database holds
+    no short-sale or price data for the request.
+    """
+    started = time.perf_counter()
+    conn = writer.conn
+    requested = _normalise_request(symbols)
+    first = to_date(start) if start is not None else None
+    last = to_date(end) if end is not None else None
+    if first is not None and last is not None and first > last:
+        raise ValueError(f"start {first} is after end {last}")
+
+    if requested is not None:
+        conn.register("_build_request", pd.DataFrame({"symbol": requested}))
+    try:
+        spans = _symbol_spans(conn, requested)
+    finally:
+        if requested is not None:
+            conn.unregister("_build_request")
+    missing = tuple(sorted(set(requested or ()) - set(spans["symbol"])))
+    if missing:
+        log.warning("no short-sale or price data for %s", ", ".join(missing))
+    if spans.empty:
+        raise NoDataError(
+            "no short-sale or price data to build from"
+            + (f" for {', '.join(requested)}" if requested else ""),
+            hint="run `darkpool ingest finra-short` / `darkpool ingest prices` first",
+        )
+
+    warmup = max(settings.short_z_window, settings.return_z_window) + 1
+    write_from = pd.Timestamp(first) if first is not None else None
+    load_from = pd.Timestamp(session_offset(first, -warmup)) if first is not None else None
+    first_dates = pd.to_datetime(spans["first_date"])
+    last_dates = pd.to_datetime(spans["last_date"])
+    if load_from is not None:
+        first_dates = first_dates.where(first_dates > load_from, load_from)
+    if last is not None:
+        last_dates = last_dates.where(last_dates < pd.Timestamp(last), pd.Timestamp(last))
+    spans = pd.DataFrame({"symbol": spans["symbol"].to_numpy(dtype=object),
+                          "first_date": first_dates, "last_date": last_dates})
+    spans = spans.loc[spans["first_date"] <= spans["last_date"]].reset_index(drop=True)
+
+    # Approximate grid rows per symbol (calendar days * 5/7) to size the batches.
+    approx_rows = ((spans["last_date"] - spans["first_date"]).dt.days.to_numpy() * 5 // 7) + 1
+    batches = _batches(approx_rows, rows_per_batch) if len(spans) else []
+    load_start = (load_from.date() if load_from is not None
+                  else spans["first_date"].min().date() if len(spans) else dt.date(2000, 1, 3))
+    load_end = last if last is not None else (spans["last_date"].max().date()
+                                              if len(spans) else load_start)
+    total_rows = int(approx_rows.sum()) if len(spans) else 0
+
+    written = 0
+    done = 0
+    with writer.transaction() as tx:
+        _delete_affected(tx, requested, first, last)
+        for part in batches:
+            batch_spans = spans.iloc[part]
+            names = batch_spans["symbol"].to_numpy(dtype=object)
+            short, prices, lit = _batch_inputs(tx, names, load_start, load_end)
+            grid = assemble_grid(short, prices, lit, spans=batch_spans)
+            otc = _otc_block(tx, list(names), load_start, load_end, settings)
+            metrics = compute_daily_metrics(grid, settings, otc)
+            if write_from is not None:
+                metrics = metrics.loc[metrics["date"].to_numpy() >= write_from.to_datetime64()]
+            tx.register("_build_metrics", metrics)
+            try:
+                tx.execute("INSERT INTO daily_metrics BY NAME SELECT * FROM _build_metrics")
+            finally:
+                tx.unregister("_build_metrics")
+            written += len(metrics)
+            done += int(approx_rows[part].sum())
+            if progress is not None:
+                progress(done, total_rows)
+    seconds = time.perf_counter() - started
+    log.info("daily_metrics: %d rows for %d symbols in %.2fs", written, len(spans), seconds)
+    return BuildResult(symbols=len(spans), rows_written=written, start=first, end=last,
+                       seconds=seconds, missing_symbols=missing)
+
+
+def _delete_affected(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None,
+                     start: dt.date | None, end: dt.date | None) -> None:
+    """Delete the rows a build replaces (the requested symbols and date range)."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if symbols is not None:
+        conn.register("_build_delete", pd.DataFrame({"symbol": list(symbols)}))
+        clauses.append("symbol IN (SELECT symbol FROM _build_delete)")
+    if start is not None:
+        clauses.append("date >= ?")
+        params.append(start)
+    if end is not None:
+        clauses.append("date <= ?")
+        params.append(end)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    try:
+        conn.execute(f"DELETE FROM daily_metrics{where}", params)
+    finally:
+        if symbols is not None:
+            conn.unregister("_build_delete")

@@ -1,0 +1,328 @@
+"""Event backtest: long on accumulation signals, one position per ticker, several exit rules.
+
+Timing (fixes the original system's bugs): a signal at session ``t`` is known after the close
+(FINRA publishes around 18:00 ET), so the entry is at the OPEN of ``t+1``. Signal-driven exits
+(a distribution signal at ``u``) also execute at the open of ``u+1``; a maximum holding period
+of ``N`` sessions exits at the close of ``t+N`` (the same span as the forward return
+``fwd_N``). A ticker holds at most one position: signals while a position is open are ignored,
+and the next entry needs a signal on or after the exit session. A position still open at the
+end of the data is closed at the last close and flagged ``end_of_data``.
+
+Portfolio returns are DAILY: each session, the equal-weighted mean return of the positions
+exposed during it (marked to market on closes; the entry day earns close/entry-open, an
+open-exit day earns exit-open/previous-close), 0 when flat. Sharpe and drawdown use those
+daily returns, never multi-day trade returns.
+
+Vectorised: for every candidate entry cell the exit is computed with array operations
+("next trigger at or after" via reverse cumulative minima); the only loop walks the chain of
+non-overlapping trades, all tickers at once, one trade per ticker per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from darkpool_analysis.errors import ConfigError
+
+TRADING_DAYS = 252
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """When to leave a position. ``None`` disables a condition; at least one must be set.
+
+    ``max_days``: exit at the close of the N-th session after the signal;
+    ``distribution_run``: exit after k consecutive signals <= the sell threshold;
+    ``decay_days``: exit after d consecutive signals below ``decay_level`` (default: the
+    variant's neutral level, 50 for display scores).
+    """
+
+    name: str
+    max_days: int | None = None
+    distribution_run: int | None = None
+    decay_days: int | None = None
+    decay_level: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_days is None and self.distribution_run is None and self.decay_days is None:
+            raise ConfigError(f"exit rule {self.name!r} never exits")
+        for value in (self.max_days, self.distribution_run, self.decay_days):
+            if value is not None and not 1 <= value <= 2520:
+                raise ConfigError(f"exit rule {self.name!r}: day counts must be in 1..2520")
+
+
+_EXIT_RE = re.compile(r"^(fixed|first_dist|two_dist|hybrid|decay)(?::(\d+))?(?::(-?[\d.]+))?$")
+EXIT_HELP = ("fixed:N (N sessions), first_dist (first distribution signal), two_dist (two "
+             "consecutive), hybrid:N (first distribution or N sessions), decay:D[:LEVEL] "
+             "(D sessions below LEVEL, default the neutral level, max 60 sessions)")
+
+
+def parse_exit(spec: str) -> ExitRule:
+    """``fixed:10``, ``first_dist``, ``two_dist``, ``hybrid:30``, ``decay:3`` or ``decay:3:50``."""
+    match = _EXIT_RE.match(spec.strip())
+    if not match:
+        raise ConfigError(f"unknown exit {spec!r}; valid: {EXIT_HELP}")
+    kind, number, level = match.group(1), match.group(2), match.group(3)
+    count = int(number) if number else None
+    if kind in ("fixed", "hybrid") and count is None:
+        raise ConfigError(f"exit {spec!r} needs a session count, e.g. {kind}:10")
+    if kind == "fixed":
+        return ExitRule(f"fixed_{count}", max_days=count)
+    if kind == "first_dist":
+        return ExitRule("first_dist", distribution_run=1)
+    if kind == "two_dist":
+        return ExitRule("two_dist", distribution_run=2)
+    if kind == "hybrid":
+        return ExitRule(f"hybrid_{count}", max_days=count, distribution_run=1)
+    days = count or 3
+    return ExitRule(f"decay_{days}" + (f"_{level}" if level else ""), max_days=60,
+                    decay_days=days, decay_level=float(level) if level else None)
+
+
+def parse_exits(text: str) -> list[ExitRule]:
+    """Comma-separated exit specs."""
+    return [parse_exit(part) for part in text.split(",") if part.strip()]
+
+
+DEFAULT_EXITS = "fixed:5,fixed:10,fixed:20,first_dist,two_dist,hybrid:30,decay:3"
+
+
+@dataclass
+class BacktestResult:
+    """Trades (one row each), the daily portfolio series, and summary statistics."""
+
+    trades: pd.DataFrame
+    daily: pd.DataFrame  # date, return, positions, equity
+    stats: dict[str, float]
+
+
+def _reverse_next(flags: np.ndarray) -> np.ndarray:
+    """``out[t, s]`` = first row index >= t where ``flags`` is True (n if none); n+1 rows."""
+    n = len(flags)
+    idx = np.where(flags, np.arange(n, dtype=np.int32)[:, None], np.int32(n))
+    out = np.empty((n + 1, flags.shape[1]), dtype=np.int32)
+    out[n] = n
+    out[:n] = np.minimum.accumulate(idx[::-1], axis=0)[::-1]
+    return out
+
+
+def _run_length(flags: np.ndarray) -> np.ndarray:
+    """Length of the run of True ending at each row (0 where False)."""
+    n = len(flags)
+    idx = np.arange(n, dtype=np.int32)[:, None]
+    last_false = np.maximum.accumulate(np.where(flags, np.int32(-1), idx), axis=0)
+    return idx - last_false
+
+
+def ffill_rows(values: np.ndarray) -> np.ndarray:
+    """Forward-fill NaNs down each column (last known price)."""
+    n = len(values)
+    idx = np.where(np.isfinite(values), np.arange(n)[:, None], 0)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    return np.take_along_axis(values, idx, axis=0)
+
+
+class BacktestEngine:
+    """Prices prepared once; :meth:`run` backtests one (signal, thresholds, exit) combination.
+
+    ``in_window`` restricts entry signals to the evaluation window; exits may use later data.
+    """
+
+    def __init__(self, dates: pd.DatetimeIndex, symbols: pd.Index, open_: np.ndarray,
+                 close: np.ndarray, in_window: np.ndarray | None = None) -> None:
+        self.dates, self.symbols = dates, symbols
+        self.n, self.m = open_.shape
+        self.open = np.where(open_ > 0, open_, np.nan)
+        self.close_ff = ffill_rows(np.where(close > 0, close, np.nan))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            daily = np.full(open_.shape, np.nan)
+            daily[1:] = self.close_ff[1:] / self.close_ff[:-1] - 1.0
+        self.close_to_close = np.nan_to_num(daily, nan=0.0)
+        self.in_window = np.ones(self.n, dtype=bool) if in_window is None else in_window
+        rows = np.arange(self.n)
+        self.window_rows = rows[self.in_window]
+        # the entry open (t+1) must exist; a missing exit open falls back to that day's close
+        self.next_open = np.full(open_.shape, np.nan)
+        self.next_open[:-1] = self.open[1:]
+        self.exit_open = np.where(np.isfinite(self.open), self.open, self.close_ff)
+
+    def run(self, signal: np.ndarray, *, buy: float, sell: float | None, rule: ExitRule,
+            neutral: float = 0.0) -> BacktestResult:
+        """Backtest one combination (see the module docstring for the exact timing)."""
+        n, m = self.n, self.m
+        if sell is not None and sell >= buy:
+            raise ConfigError(f"sell threshold {sell} must be below buy threshold {buy}")
+        decay_level = rule.decay_level if rule.decay_level is not None else neutral
+        if rule.decay_days is not None and decay_level > buy:
+            raise ConfigError(f"decay level {decay_level} must not exceed buy threshold {buy}")
+        if rule.distribution_run is not None and sell is None:
+            raise ConfigError(f"exit {rule.name!r} needs a sell threshold")
+        with np.errstate(invalid="ignore"):
+            entry_ok = (signal >= buy) & self.in_window[:, None] & np.isfinite(self.next_open)
+            trigger = np.zeros((n, m), dtype=bool)
+            if rule.distribution_run is not None:
+                trigger |= _run_length(signal <= sell) >= rule.distribution_run
+            if rule.decay_days is not None:
+                trigger |= _run_length(signal < decay_level) >= rule.decay_days
+        next_entry = _reverse_next(entry_ok)
+        next_trigger = _reverse_next(trigger) if trigger.any() else None
+
+        current = next_entry[0].copy()
+        chunks: list[tuple[np.ndarray, ...]] = []
+        while True:
+            active = np.nonzero(current < n)[0]
+            if not len(active):
+                break
+            t = current[active]
+            exit_row, at_open, reason = self._exits(t, active, rule, next_trigger)
+            chunks.append((active, t, exit_row, at_open, reason))
+            current[active] = next_entry[exit_row, active]
+        return self._collect(chunks)
+
+    def _exits(self, t: np.ndarray, sym: np.ndarray, rule: ExitRule,
+               next_trigger: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Exit row, whether at the open, and the reason code (0 signal, 1 max, 2 end)."""
+        last = self.n - 1
+        big = np.int64(self.n + 10)
+        signal_exit = np.full(len(t), big)
+        if next_trigger is not None:
+            signal_exit = next_trigger[t + 1, sym].astype(np.int64) + 1  # open after trigger
+        fixed_exit = t + rule.max_days if rule.max_days is not None else np.full(len(t), big)
+        use_signal = (signal_exit <= fixed_exit) & (signal_exit <= last)
+        use_fixed = ~use_signal & (fixed_exit <= last)
+        exit_row = np.where(use_signal, signal_exit, np.where(use_fixed, fixed_exit, last))
+        reason = np.where(use_signal, 0, np.where(use_fixed, 1, 2)).astype(np.int8)
+        return exit_row.astype(np.int64), use_signal, reason
+
+    def _collect(self, chunks: list[tuple[np.ndarray, ...]]) -> BacktestResult:
+        if chunks:
+            sym, t, exit_row, at_open, reason = (np.concatenate(p) for p in zip(*chunks,
+                                                                                strict=True))
+        else:
+            sym = t = exit_row = np.array([], dtype=np.int64)
+            at_open = np.array([], dtype=bool)
+            reason = np.array([], dtype=np.int8)
+        entry_row = t + 1
+        entry_price = self.open[entry_row, sym]
+        exit_price = np.where(at_open, self.exit_open[exit_row, sym],
+                              self.close_ff[exit_row, sym])
+        trade_return = exit_price / entry_price - 1.0
+        trades = pd.DataFrame({
+            "symbol": self.symbols[sym], "signal_date": self.dates[t],
+            "entry_date": self.dates[entry_row], "entry_price": entry_price,
+            "exit_date": self.dates[exit_row], "exit_price": exit_price,
+            "exit_reason": np.array(["signal", "max_days", "end_of_data"])[reason],
+            "sessions_held": exit_row - entry_row + 1, "return": trade_return,
+        }).sort_values(["entry_date", "symbol"], kind="stable", ignore_index=True)
+        daily = self._daily(sym, entry_row, exit_row, at_open, entry_price, exit_price)
+        return BacktestResult(trades, daily, summarize(trades, daily))
+
+    def _daily(self, sym: np.ndarray, entry_row: np.ndarray, exit_row: np.ndarray,
+               at_open: np.ndarray, entry_price: np.ndarray,
+               exit_price: np.ndarray) -> pd.DataFrame:
+        """Equal-weight daily portfolio returns over the positions exposed each session."""
+        n, m = self.n, self.m
+        change = np.zeros((n + 1, m), dtype=np.int32)
+        np.add.at(change, (entry_row, sym), 1)
+        np.add.at(change, (exit_row + 1, sym), -1)
+        held = np.cumsum(change[:n], axis=0) > 0
+        cell = np.where(held, self.close_to_close, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cell[entry_row, sym] = self.close_ff[entry_row, sym] / entry_price - 1.0
+            opened = at_open & (exit_row > entry_row)
+            cell[exit_row[opened], sym[opened]] = (
+                exit_price[opened] / self.close_ff[exit_row[opened] - 1, sym[opened]] - 1.0)
+        cell = np.nan_to_num(cell, nan=0.0)
+        positions = held.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            returns = np.where(positions > 0, cell.sum(axis=1) / np.maximum(positions, 1), 0.0)
+        first = int(self.window_rows[0]) if len(self.window_rows) else 0
+        last_held = int(np.nonzero(positions)[0].max()) if positions.any() else first
+        end = max(last_held, int(self.window_rows[-1]) if len(self.window_rows) else first)
+        span = slice(first, end + 1)
+        daily_returns = returns[span]
+        return pd.DataFrame({"date": self.dates[span], "return": daily_returns,
+                             "positions": positions[span],
+                             "equity": np.cumprod(1.0 + daily_returns)})
+
+
+def summarize(trades: pd.DataFrame, daily: pd.DataFrame) -> dict[str, float]:
+    """Trade-level and daily-portfolio statistics (Sharpe on daily returns, annualised)."""
+    returns = trades["return"].to_numpy(dtype=float)
+    wins, losses = returns[returns > 0], returns[returns < 0]
+    daily_returns = daily["return"].to_numpy(dtype=float)
+    equity = daily["equity"].to_numpy(dtype=float)
+    std = daily_returns.std(ddof=1) if len(daily_returns) > 1 else np.nan
+    drawdown = equity / np.maximum.accumulate(equity) - 1.0 if len(equity) else np.array([0.0])
+    return {
+        "trades": float(len(returns)),
+        "win_rate": float((returns > 0).mean()) if len(returns) else np.nan,
+        "mean_trade_return": float(returns.mean()) if len(returns) else np.nan,
+        "median_trade_return": float(np.median(returns)) if len(returns) else np.nan,
+        "profit_factor": float(wins.sum() / -losses.sum()) if len(losses) else np.nan,
+        "mean_sessions_held": float(trades["sessions_held"].mean()) if len(returns) else np.nan,
+        "open_at_end": float((trades["exit_reason"] == "end_of_data").sum()),
+        "total_return": float(equity[-1] - 1.0) if len(equity) else 0.0,
+        "sharpe_daily_annualised": float(daily_returns.mean() / std * np.sqrt(TRADING_DAYS))
+        if np.isfinite(std) and std > 0 else np.nan,
+        "max_drawdown": float(drawdown.min()),
+        "mean_positions": float(daily["positions"].mean()) if len(daily) else 0.0,
+        "exposure": float((daily["positions"] > 0).mean()) if len(daily) else 0.0,
+    }
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One backtest combination of a grid."""
+
+    variant: str
+    buy: float
+    sell: float | None
+    rule: ExitRule
+
+
+def grid_points(variants: dict[str, tuple[float, float | None, float]],
+                thresholds: dict[str, Sequence[tuple[float, float | None]]] | None,
+                exits: Sequence[ExitRule]) -> list[GridPoint]:
+    """Every (variant, (buy, sell), exit); ``variants`` maps name -> (buy, sell, neutral).
+
+    Exits that need a sell threshold are skipped for pairs without one.
+    """
+    thresholds = thresholds or {}
+    points = []
+    for name, (buy, sell, _neutral) in variants.items():
+        pairs = thresholds.get(name) or [(buy, sell)]
+        for (b, s), rule in itertools.product(pairs, exits):
+            if rule.distribution_run is not None and s is None:
+                continue
+            points.append(GridPoint(name, b, s, rule))
+    return points
+
+
+def run_grid(engine: BacktestEngine, signals: dict[str, np.ndarray],
+             neutrals: dict[str, float], points: Iterable[GridPoint],
+             progress: object | None = None) -> pd.DataFrame:
+    """Backtest every grid point; one row of statistics per point.
+
+    ``progress`` is an optional callable invoked once per finished point (e.g. a Rich
+    progress-bar advance).
+    """
+    rows = []
+    for point in points:
+        result = engine.run(signals[point.variant], buy=point.buy, sell=point.sell,
+                            rule=point.rule, neutral=neutrals.get(point.variant, 0.0))
+        rows.append({"variant": point.variant, "buy": point.buy, "sell": point.sell,
+                     "exit": point.rule.name, **result.stats})
+        if callable(progress):
+            progress()
+    return pd.DataFrame(rows)
+
+
+__all__ = ["DEFAULT_EXITS", "EXIT_HELP", "BacktestEngine", "BacktestResult", "ExitRule",
+           "GridPoint", "grid_points", "parse_exit", "parse_exits", "run_grid", "summarize"]

@@ -1,0 +1,369 @@
+"""Signal quality against forward returns: IC, quantiles, threshold events, turnover, placebo.
+
+All functions take dates x symbols float matrices (NaN = no value) and are vectorised across
+both axes. Definitions follow alphalens (``performance.factor_information_coefficient``,
+``mean_return_by_quantile``) so the numbers can be checked against it, with two deliberate
+differences, both to avoid look-ahead:
+
+* quantiles are formed each date among all names that have a signal that date, not only among
+  names that later turn out to have a forward return (alphalens drops those rows first);
+* every horizon uses the dates on which that horizon's return exists.
+
+The t-statistic of a mean IC over overlapping ``h``-day returns is overstated; ``t_stat_nonoverlap``
+uses every ``h``-th date only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from darkpool_analysis.evaluation.returns import EvalPanel, forward_returns
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEED = 20240101
+MIN_ASSETS = 5
+
+
+class RowSorter:
+    """One argsort per matrix, reused for ranks under many masks and for percentiles.
+
+    Sorting each row once (NaN last) lets :meth:`ranks` rank any subset of the cells (e.g.
+    the cells where the signal AND a horizon's return exist) with cumulative counts instead of
+    a new sort: average ranks for ties, exactly like ``scipy.stats.rankdata``.
+    """
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.order = np.argsort(values, axis=1, kind="stable")
+        self.sorted = np.take_along_axis(values, self.order, axis=1)
+        width = values.shape[1]
+        new_group = np.ones(self.sorted.shape, dtype=bool)
+        new_group[:, 1:] = self.sorted[:, 1:] != self.sorted[:, :-1]  # NaN != NaN: singletons
+        positions = np.arange(width)
+        self.first = np.maximum.accumulate(np.where(new_group, positions, 0), axis=1)
+        ends = np.ones(self.sorted.shape, dtype=bool)
+        ends[:, :-1] = new_group[:, 1:]
+        self.last = np.minimum.accumulate(np.where(ends, positions, width)[:, ::-1],
+                                          axis=1)[:, ::-1]
+        self.count = np.isfinite(values).sum(axis=1)
+
+    def ranks(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Average ranks (1..k) among the ``mask`` cells of each row; NaN elsewhere."""
+        in_mask = np.isfinite(self.sorted)
+        if mask is not None:
+            in_mask &= np.take_along_axis(mask, self.order, axis=1)
+        through = np.cumsum(in_mask, axis=1)
+        before_group = np.take_along_axis(through - in_mask, self.first, axis=1)
+        through_group = np.take_along_axis(through, self.last, axis=1)
+        average = np.where(in_mask, (before_group + 1 + through_group) / 2.0, np.nan)
+        out = np.empty(average.shape)
+        np.put_along_axis(out, self.order, average, axis=1)
+        return out
+
+    def percentiles(self, fractions: np.ndarray) -> np.ndarray:
+        """Per-row linear-interpolated quantiles of the finite values, (len(fractions), rows);
+        the same arithmetic as ``numpy.percentile(method="linear")`` that ``pd.qcut`` uses."""
+        n = self.count.astype(float)[None, :]
+        q = (fractions * 100.0 / 100.0)[:, None]
+        virtual = (n - 1) * q
+        below = np.floor(virtual)
+        gamma = virtual - below
+        lo = np.clip(below, 0, np.maximum(n - 1, 0)).astype(np.intp)
+        hi = np.clip(below + 1, 0, np.maximum(n - 1, 0)).astype(np.intp)
+        a = np.take_along_axis(self.sorted.T, lo, axis=0)
+        b = np.take_along_axis(self.sorted.T, hi, axis=0)
+        diff = b - a
+        with np.errstate(invalid="ignore"):
+            edges = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+            edges = np.where(virtual >= n - 1, b, edges)
+        return np.where(n > 0, edges, np.nan)
+
+
+def row_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (1..n) within each row; NaN stays NaN."""
+    return RowSorter(values).ranks()
+
+
+def rowwise_corr(a: np.ndarray, b: np.ndarray, min_count: int) -> np.ndarray:
+    """Pearson correlation of each row pair over jointly finite cells (NaN below min_count)."""
+    mask = np.isfinite(a) & np.isfinite(b)
+    count = mask.sum(axis=1)
+    safe = np.maximum(count, 1)
+    mean_a = np.where(mask, a, 0.0).sum(axis=1) / safe
+    mean_b = np.where(mask, b, 0.0).sum(axis=1) / safe
+    da = np.where(mask, a - mean_a[:, None], 0.0)
+    db = np.where(mask, b - mean_b[:, None], 0.0)
+    denom = np.sqrt((da * da).sum(axis=1) * (db * db).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (da * db).sum(axis=1) / denom
+    return np.where((count >= min_count) & (denom > 0), corr, np.nan)
+
+
+def cross_sectional_ic(signal: np.ndarray, fwd: np.ndarray, min_assets: int = MIN_ASSETS,
+                       *, signal_sorter: RowSorter | None = None,
+                       fwd_sorter: RowSorter | None = None) -> np.ndarray:
+    """Spearman rank correlation across symbols, one value per date (over the cells where
+    both exist). Pass prebuilt sorters to avoid re-sorting the same matrix."""
+    mask = np.isfinite(signal) & np.isfinite(fwd)
+    ranks_s = (signal_sorter or RowSorter(signal)).ranks(mask)
+    ranks_f = (fwd_sorter or RowSorter(fwd)).ranks(mask)
+    return rowwise_corr(ranks_s, ranks_f, min_assets)
+
+
+def time_series_ic(signal: np.ndarray, fwd: np.ndarray, min_obs: int = 20, *,
+                   signal_sorter: RowSorter | None = None,
+                   fwd_sorter: RowSorter | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-symbol Spearman correlation over time; returns (ic, observations) per symbol.
+    Sorters, if given, must be built on the transposed (symbols x dates) matrices."""
+    s, f = signal.T, fwd.T
+    mask = np.isfinite(s) & np.isfinite(f)
+    ic = rowwise_corr((signal_sorter or RowSorter(s)).ranks(mask),
+                      (fwd_sorter or RowSorter(f)).ranks(mask), min_obs)
+    return ic, mask.sum(axis=1)
+
+
+def summarize_ic(ic: np.ndarray, horizon: int) -> dict[str, float]:
+    """Mean, std, IR, t-stat and two-sided p-value of a daily IC series."""
+    values = ic[np.isfinite(ic)]
+    n = len(values)
+    out: dict[str, float] = {"n_dates": float(n)}
+    if n < 3:
+        return {**out, "mean": float(values.mean()) if n else np.nan, "std": np.nan,
+                "ir": np.nan, "t_stat": np.nan, "p_value": np.nan,
+                "t_stat_nonoverlap": np.nan, "p_value_nonoverlap": np.nan, "positive_share": np.nan}
+    mean, std = float(values.mean()), float(values.std(ddof=1))
+    t_stat = mean / (std / np.sqrt(n)) if std > 0 else np.nan
+    sparse = ic[::horizon]
+    sparse = sparse[np.isfinite(sparse)]
+    ns = len(sparse)
+    std_s = float(sparse.std(ddof=1)) if ns >= 3 else np.nan
+    t_sparse = float(sparse.mean()) / (std_s / np.sqrt(ns)) if ns >= 3 and std_s > 0 else np.nan
+    return {
+        **out, "mean": mean, "std": std, "ir": mean / std if std > 0 else np.nan,
+        "t_stat": t_stat, "p_value": float(2 * stats.t.sf(abs(t_stat), n - 1)),
+        "t_stat_nonoverlap": t_sparse,
+        "p_value_nonoverlap": float(2 * stats.t.sf(abs(t_sparse), ns - 1))
+        if np.isfinite(t_sparse) else np.nan,
+        "positive_share": float((values > 0).mean()),
+    }
+
+
+def quantile_labels(signal: np.ndarray, quantiles: int,
+                    sorter: RowSorter | None = None) -> np.ndarray:
+    """Per-date quantile of each cell (1..q, 0 = no signal), like ``pd.qcut`` on each date.
+
+    Edges are the linear-interpolated percentiles of the date's values; bins are right-closed
+    and the lowest edge is included. Dates with fewer than ``quantiles`` values get 0.
+    """
+    sorter = sorter or RowSorter(signal)
+    finite = np.isfinite(signal)
+    enough = sorter.count >= quantiles
+    edges = sorter.percentiles(np.linspace(0, 1, quantiles + 1))  # (q + 1, dates)
+    labels = np.ones(signal.shape, dtype=np.int8)
+    with np.errstate(invalid="ignore"):
+        for interior in edges[1:-1]:  # q - 1 steps, each vectorised over the whole matrix
+            labels += (signal > interior[:, None]).astype(np.int8)
+    return np.where(finite & enough[:, None], labels, 0).astype(np.int8)
+
+
+def date_demeaned(fwd: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``fwd`` minus the mean of ``fwd`` over the ``mask`` cells of the same date."""
+    return fwd - _masked_row_mean(fwd, mask)[:, None]
+
+
+def _masked_row_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over the ``mask`` cells of each row (NaN for an empty row)."""
+    count = mask.sum(axis=1)
+    total = np.where(mask, values, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def quantile_returns(labels: np.ndarray, fwd: np.ndarray,
+                     quantiles: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Mean forward return per quantile (raw and date-demeaned) and the per-date
+    top-minus-bottom spread.
+
+    Like alphalens' ``mean_return_by_quantile``: the mean of each (quantile, date) cell group,
+    then the average over dates (every date weighs the same, however many names it has).
+    """
+    valid = (labels > 0) & np.isfinite(fwd)
+    demeaned = date_demeaned(fwd, valid)
+    rows = []
+    per_date: dict[int, np.ndarray] = {}
+    for q in range(1, quantiles + 1):
+        cell = valid & (labels == q)
+        raw = _masked_row_mean(fwd, cell)
+        centred = _masked_row_mean(demeaned, cell)
+        has = np.isfinite(raw)
+        rows.append({"quantile": q, "count": int(cell.sum()), "dates": int(has.sum()),
+                     "mean": float(raw[has].mean()) if has.any() else np.nan,
+                     "mean_demeaned": float(centred[has].mean()) if has.any() else np.nan})
+        per_date[q] = raw
+    return pd.DataFrame(rows), per_date[quantiles] - per_date[1]
+
+
+def quantile_turnover(labels: np.ndarray, quantile: int) -> float:
+    """Mean share of names in ``quantile`` today that were not in it the previous session."""
+    current = labels[1:] == quantile
+    previous = labels[:-1] == quantile
+    size = current.sum(axis=1)
+    stayed = (current & previous).sum(axis=1)
+    ok = size > 0
+    return float(np.mean(1 - stayed[ok] / size[ok])) if ok.any() else np.nan
+
+
+def rank_autocorrelation(signal: np.ndarray, sorter: RowSorter | None = None) -> float:
+    """Mean Spearman correlation of each date's signal with the previous session's."""
+    if len(signal) < 2:
+        return np.nan
+    sorter = sorter or RowSorter(signal)
+    valid = np.isfinite(signal)
+    both = valid[1:] & valid[:-1]
+    today, yesterday = np.zeros_like(valid), np.zeros_like(valid)
+    today[1:], yesterday[:-1] = both, both
+    values = rowwise_corr(sorter.ranks(today)[1:], sorter.ranks(yesterday)[:-1], MIN_ASSETS)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else np.nan
+
+
+def event_stats(mask: np.ndarray, fwd: np.ndarray, excess: np.ndarray, *, sign: int,
+                months: float) -> dict[str, float]:
+    """Hit rate and returns of the cells in ``mask`` (``sign`` -1: a hit is a fall)."""
+    cell = mask & np.isfinite(fwd)
+    values, extra = fwd[cell], excess[cell]
+    n = len(values)
+    if n == 0:
+        return {"count": 0.0}
+    return {"count": float(n), "hit_rate": float((sign * values > 0).mean()),
+            "mean": float(values.mean()), "median": float(np.median(values)),
+            "mean_excess": float(np.nanmean(extra)) if np.isfinite(extra).any() else np.nan,
+            "per_month": n / months if months > 0 else np.nan}
+
+
+def permute_within_dates(signal: np.ndarray, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Placebo: shuffle each date's values among the names that have one (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    valid = np.isfinite(signal)
+    keys = np.where(valid, rng.random(signal.shape), 2.0)
+    source = np.argsort(keys, axis=1)  # random order of each row's valid cells first
+    target = np.argsort(~valid, axis=1, kind="stable")  # valid positions in order first
+    take = np.arange(signal.shape[1])[None, :] < valid.sum(axis=1)[:, None]
+    rows, ranks = np.nonzero(take)
+    shuffled = np.full(signal.shape, np.nan)
+    shuffled[rows, target[rows, ranks]] = signal[rows, source[rows, ranks]]
+    return shuffled
+
+
+@dataclass
+class EvaluationResult:
+    """Tidy outputs of :func:`evaluate_panel` (and, once added, the backtests)."""
+
+    metrics: pd.DataFrame          # section, variant, horizon, metric, value
+    ic_by_date: pd.DataFrame       # date, variant, horizon, ic
+    quantiles: pd.DataFrame        # variant, horizon, quantile, count, mean, mean_demeaned
+    spread_by_date: pd.DataFrame   # date, variant, horizon, spread
+    ticker_ic: pd.DataFrame        # variant, horizon, symbol, ic, n
+    label: str                     # the OTC-alignment label every output carries
+
+
+def alignment_label(otc_alignment: str) -> str:
+    """Human label for the OTC alignment (look-ahead mode is named as such everywhere)."""
+    if otc_alignment == "week":
+        return "LOOK-AHEAD: OTC weekly data aligned to the week it describes (not point in time)"
+    return "point-in-time OTC (weeks used from their publication date)"
+
+
+def _metric_rows(section: str, variant: str, horizon: int | None,
+                 values: dict[str, float]) -> list[dict[str, Any]]:
+    return [{"section": section, "variant": variant, "horizon": horizon, "metric": k,
+             "value": float(v)} for k, v in values.items()]
+
+
+def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: int = 5,
+                   placebo: bool = True, seed: int = DEFAULT_SEED,
+                   min_assets: int = MIN_ASSETS) -> EvaluationResult:
+    """IC, quantile returns, threshold events, turnover and benchmarks for every variant.
+
+    Adds a benchmark variant ``always_long`` (every name every date) and, with ``placebo``,
+    ``placebo:<variant>`` (each date's values shuffled across names) to show what noise
+    looks like.
+    """
+    fwd_all = forward_returns(panel.open, panel.close, horizons)
+    fwd_all = {h: panel.windowed(f) for h, f in fwd_all.items()}
+    months = panel.in_window.sum() / 21.0
+    signals = {name: panel.windowed(values) for name, values in panel.signals.items()}
+    if placebo:
+        signals.update({f"placebo:{name}": permute_within_dates(values, seed)
+                        for name, values in list(signals.items())})
+    rows: list[dict[str, Any]] = []
+    ic_frames, quantile_frames, spread_frames, ticker_frames = [], [], [], []
+    universe = {h: date_demeaned(f, np.isfinite(f)) for h, f in fwd_all.items()}
+    fwd_sorters = {h: RowSorter(f) for h, f in fwd_all.items()}
+    fwd_sorters_t = {h: RowSorter(f.T) for h, f in fwd_all.items()}
+    for h, fwd in fwd_all.items():
+        everything = np.isfinite(fwd)
+        rows += _metric_rows("events", "always_long", h, event_stats(
+            everything, fwd, universe[h], sign=1, months=months))
+    for name, signal in signals.items():
+        base = name.removeprefix("placebo:")
+        variant = panel.variants.get(base)
+        sorter = RowSorter(signal)
+        sorter_t = None if name.startswith("placebo:") else RowSorter(signal.T)
+        labels = quantile_labels(signal, quantiles, sorter)
+        rows += _metric_rows("turnover", name, None, {
+            "top_quantile_turnover": quantile_turnover(labels, quantiles),
+            "bottom_quantile_turnover": quantile_turnover(labels, 1),
+            "rank_autocorrelation": rank_autocorrelation(signal, sorter)})
+        for h, fwd in fwd_all.items():
+            ic = cross_sectional_ic(signal, fwd, min_assets, signal_sorter=sorter,
+                                    fwd_sorter=fwd_sorters[h])
+            rows += _metric_rows("ic", name, h, summarize_ic(ic, h))
+            ic_frames.append(pd.DataFrame({"date": panel.dates, "variant": name, "horizon": h,
+                                           "ic": ic}).dropna(subset=["ic"]))
+            table, spread = quantile_returns(labels, fwd, quantiles)
+            quantile_frames.append(table.assign(variant=name, horizon=h))
+            spread_frames.append(pd.DataFrame({"date": panel.dates, "variant": name,
+                                               "horizon": h, "spread": spread})
+                                 .dropna(subset=["spread"]))
+            top, bottom = table["mean"].iloc[-1], table["mean"].iloc[0]
+            rows += _metric_rows("quantiles", name, h, {
+                "top_minus_bottom": top - bottom,
+                "top_minus_bottom_demeaned": table["mean_demeaned"].iloc[-1]
+                - table["mean_demeaned"].iloc[0]})
+            if not name.startswith("placebo:"):
+                ts_ic, n_obs = time_series_ic(signal, fwd, signal_sorter=sorter_t,
+                                              fwd_sorter=fwd_sorters_t[h])
+                ticker_frames.append(pd.DataFrame({"variant": name, "horizon": h,
+                                                   "symbol": panel.symbols, "ic": ts_ic,
+                                                   "n": n_obs}).dropna(subset=["ic"]))
+                finite = ts_ic[np.isfinite(ts_ic)]
+                rows += _metric_rows("ticker_ic", name, h, {
+                    "symbols": float(len(finite)),
+                    "mean": float(finite.mean()) if len(finite) else np.nan,
+                    "median": float(np.median(finite)) if len(finite) else np.nan,
+                    "positive_share": float((finite > 0).mean()) if len(finite) else np.nan})
+            if variant is not None and variant.buy is not None:
+                rows += _metric_rows("events", f"{name}>={variant.buy:g}", h, event_stats(
+                    signal >= variant.buy, fwd, universe[h], sign=1, months=months))
+            if variant is not None and variant.sell is not None:
+                rows += _metric_rows("events", f"{name}<={variant.sell:g}", h, event_stats(
+                    signal <= variant.sell, fwd, universe[h], sign=-1, months=months))
+    def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+    return EvaluationResult(
+        metrics=pd.DataFrame(rows, columns=["section", "variant", "horizon", "metric", "value"]),
+        ic_by_date=_concat(ic_frames, ["date", "variant", "horizon", "ic"]),
+        quantiles=_concat(quantile_frames, ["quantile", "count", "dates", "mean", "mean_demeaned",
+                                            "variant", "horizon"]),
+        spread_by_date=_concat(spread_frames, ["date", "variant", "horizon", "spread"]),
+        ticker_ic=_concat(ticker_frames, ["variant", "horizon", "symbol", "ic", "n"]),
+        label=alignment_label(panel.otc_alignment),
+    )

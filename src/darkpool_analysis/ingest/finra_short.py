@@ -1,0 +1,437 @@
+"""Ingest FINRA Reg SHO daily short-sale files into ``finra_short_daily_raw``.
+
+For every XNYS session in range and every requested family the file is downloaded from the
+CDN (or read from a local folder), hashed, parsed and validated in worker threads, then
+written by the single writer in one transaction per file:
+
+* same sha256 as already stored -> ``unchanged`` (skipped unless ``force``);
+* new -> ``ingested``; different sha256 (FINRA re-published it) -> ``replaced`` (the partition
+  ``facility = ? AND trade_date = ?`` is deleted and re-inserted, never duplicated);
+* 403 ``AccessDenied`` or 404 -> ``not_published`` (logged);
+* any other problem -> ``failed`` for that file only (nothing written), the run continues;
+* a session with no file in ``--from-dir`` -> ``missing`` (a data gap, not an error).
+
+CNMS starts on 2018-08-01; for earlier dates a CNMS request fetches the facility files
+(FNSQ, FNYX, FNRA; FNQC from 2018-09-10) instead, whose per-symbol sum equals CNMS.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal, Protocol, get_args
+
+import httpx
+import pandas as pd
+import pyarrow as pa
+
+from darkpool_analysis import trading_calendar
+from darkpool_analysis.config import Settings
+from darkpool_analysis.errors import ConfigError, DataFormatError, FetchError
+from darkpool_analysis.sources.finra_short import (
+    CNMS_COMPONENTS,
+    FACILITIES,
+    FIRST_DATE,
+    Facility,
+    decompress_if_gzip,
+    fetch_short_file,
+    file_name,
+    parse_file_name,
+    parse_short_table,
+    sha256_hex,
+)
+from darkpool_analysis.sources.http import HttpPolicy, make_client
+from darkpool_analysis.store import SourceFile, Writer, open_writer, utcnow
+
+log = logging.getLogger(__name__)
+
+DATASET: Final = "finra_short"
+TABLE: Final = "finra_short_daily_raw"
+PARTITION_WHERE: Final = "facility = ? AND trade_date = ?"
+#: Validated files are committed together up to this many rows or files per transaction:
+#: a commit per 10k-row file costs more than parsing it.
+BATCH_ROWS: Final = 250_000
+BATCH_FILES: Final = 64
+
+Outcome = Literal["ingested", "replaced", "unchanged", "not_published", "failed", "missing"]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+FamilyChoice = Facility | Literal["all"]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one (facility, trade date) file."""
+
+    facility: Facility
+    trade_date: dt.date
+    outcome: Outcome
+    rows: int = 0
+    location: str | None = None
+    message: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    """Per-file results of one run, plus notes such as the CNMS -> facility substitution."""
+
+    results: list[FileResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict[Outcome, int]:
+        """Files per outcome (every outcome present, zero when none)."""
+        found = collections.Counter(result.outcome for result in self.results)
+        return {outcome: found.get(outcome, 0) for outcome in OUTCOMES}
+
+    @property
+    def rows_written(self) -> int:
+        return sum(r.rows for r in self.results if r.outcome in ("ingested", "replaced"))
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.outcome == "failed"]
+
+    @property
+    def gaps(self) -> list[FileResult]:
+        """Sessions without a file in the local folder (data gaps, not errors)."""
+        return [r for r in self.results if r.outcome == "missing"]
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed (not-published dates and gaps are not failures)."""
+        return not self.failed
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per file: facility, trade_date, outcome, rows, location, message."""
+        columns = ["facility", "trade_date", "outcome", "rows", "location", "message"]
+        return pd.DataFrame([r.__dict__ for r in self.results], columns=columns)
+
+
+class IngestProgress(Protocol):
+    """Receives progress events (the CLI draws a Rich progress bar from them)."""
+
+    def started(self, total: int) -> None: ...
+
+    def file_done(self, result: FileResult) -> None: ...
+
+
+# -- planning -----------------------------------------------------------------------------
+
+def resolve_families(families: str | Iterable[str]) -> list[Facility]:
+    """Validate family names (``all`` = every family); raise ValueError listing valid names."""
+    names = [families] if isinstance(families, str) else list(families)
+    chosen: list[Facility] = []
+    for name in (str(n).strip().upper() for n in names):
+        if name == "ALL":
+            chosen.extend(FACILITIES)
+        elif name in FACILITIES:
+            chosen.append(name)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"unknown Reg SHO family {name!r}; expected one of "
+                             f"{', '.join(FACILITIES)} or all")
+    return list(dict.fromkeys(chosen))
+
+
+def plan_files(start: trading_calendar.DateLike, end: trading_calendar.DateLike,
+               families: str | Iterable[str] = "CNMS"
+               ) -> tuple[list[tuple[Facility, dt.date]], list[str]]:
+    """Every (facility, session) to load, and notes on substitutions and skipped dates.
+
+    CNMS before 2018-08-01 becomes its component facilities; a family is never requested
+    before its first publication date (FNQC: 2018-09-10).
+    """
+    wanted = resolve_families(families)
+    sessions = trading_calendar.sessions_between(start, end)
+    cnms_start = FIRST_DATE["CNMS"]
+    plan: dict[tuple[Facility, dt.date], None] = {}
+    substituted: list[dt.date] = []
+    skipped: collections.Counter[str] = collections.Counter()
+    for facility in wanted:
+        for day in sessions:
+            if facility == "CNMS" and day < cnms_start:
+                substituted.append(day)
+                for part in CNMS_COMPONENTS:
+                    if day >= FIRST_DATE.get(part, day):
+                        plan[(part, day)] = None
+            elif day < FIRST_DATE.get(facility, day):
+                skipped[facility] += 1
+            else:
+                plan[(facility, day)] = None
+    notes: list[str] = []
+    if substituted:
+        used = sorted({f for f, d in plan if d < cnms_start and f in CNMS_COMPONENTS})
+        notes.append(f"CNMS starts {cnms_start}: fetching the facility files {', '.join(used)} "
+                     f"instead for {len(substituted)} session(s) "
+                     f"{substituted[0]}..{substituted[-1]} (their sum per symbol equals CNMS)")
+    for facility, count in skipped.items():
+        notes.append(f"{facility} starts {FIRST_DATE[facility]}: skipped {count} earlier "
+                     "session(s)")
+    ordered = sorted(plan, key=lambda key: (key[1], FACILITIES.index(key[0])))
+    return ordered, notes
+
+
+def index_folder(folder: Path) -> dict[tuple[Facility, dt.date], Path]:
+    """Reg SHO files in ``folder`` by (facility, date); ``.txt`` wins over ``.txt.gz``."""
+    if not folder.is_dir():
+        raise ConfigError(f"--from-dir {folder} is not a folder",
+                          hint="pass the folder that holds the <FAMILY>shvol<YYYYMMDD>.txt files")
+    found: dict[tuple[Facility, dt.date], Path] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: p.name.endswith(".txt")):
+        key = parse_file_name(path.name)
+        if key is not None and path.is_file():
+            found[key] = path  # sorted so that the plain .txt is stored last and wins
+    return found
+
+
+# -- loading (worker threads) -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A file fetched/read and parsed in a worker, ready for the writer thread."""
+
+    facility: Facility
+    trade_date: dt.date
+    location: str
+    outcome: Outcome | None = None          # set for not_published / missing / failed
+    message: str | None = None
+    sha256: str | None = None
+    table: pa.Table | None = None          # None when unchanged (parse skipped)
+    fetched_at: dt.datetime | None = None
+    known_sha256: str | None = None        # the stored file's hash before this run
+
+
+class _Loader:
+    """Gets the bytes of one file from the CDN or a folder, hashes and parses them."""
+
+    def __init__(self, settings: Settings, client: httpx.Client | None,
+                 folder_files: dict[tuple[Facility, dt.date], Path] | None,
+                 folder: Path | None) -> None:
+        self.base_url = settings.finra_cdn_url
+        self.policy = HttpPolicy.from_settings(settings)
+        self.client = client
+        self.folder_files = folder_files
+        self.folder = folder
+
+    def load(self, facility: Facility, trade_date: dt.date, known_sha: str | None,
+             force: bool) -> _Loaded:
+        name = file_name(facility, trade_date)
+        try:
+            fetched = self._read(facility, trade_date)
+        except FetchError as exc:
+            return _Loaded(facility, trade_date, exc.url, "failed", exc.message)
+        except OSError as exc:
+            return _Loaded(facility, trade_date, str(self.folder), "failed",
+                           f"cannot read {name}: {exc}")
+        if isinstance(fetched, _Loaded):
+            return fetched
+        location, raw, fetched_at = fetched
+        try:
+            content = decompress_if_gzip(raw, location)
+            sha = sha256_hex(content)
+            if known_sha == sha and not force:
+                return _Loaded(facility, trade_date, location, sha256=sha, fetched_at=fetched_at,
+                               known_sha256=known_sha)
+            table = parse_short_table(content, location)
+        except DataFormatError as exc:
+            return _Loaded(facility, trade_date, location, "failed", str(exc))
+        return _Loaded(facility, trade_date, location, sha256=sha, table=table,
+                       fetched_at=fetched_at, known_sha256=known_sha)
+
+    def _read(self, facility: Facility, trade_date: dt.date
+              ) -> tuple[str, bytes, dt.datetime] | _Loaded:
+        if self.folder_files is not None:
+            path = self.folder_files.get((facility, trade_date))
+            if path is None:
+                return _Loaded(facility, trade_date, str(self.folder), "missing",
+                               f"no {file_name(facility, trade_date)} in {self.folder}")
+            return str(path.resolve()), path.read_bytes(), utcnow()
+        if self.client is None:
+            raise AssertionError("an HTTP client is required when not reading a folder")
+        download = fetch_short_file(self.client, self.base_url, facility, trade_date,
+                                    policy=self.policy)
+        if download.content is None:
+            return _Loaded(facility, trade_date, download.url, "not_published",
+                           f"HTTP {download.status}: not published (holiday, or not yet: "
+                           "FINRA publishes by 18:00 ET)")
+        return download.url, download.content, utcnow()
+
+
+# -- writing (the writer's thread) ---------------------------------------------------------
+
+def _partition_key(facility: Facility, trade_date: dt.date) -> str:
+    return f"{facility}/{trade_date.isoformat()}"
+
+
+def _store(writer: Writer, loaded: _Loaded, force: bool) -> FileResult:
+    """Write one loaded file (or log its outcome); one transaction."""
+    facility, day, key = loaded.facility, loaded.trade_date, _partition_key(loaded.facility,
+                                                                           loaded.trade_date)
+    if loaded.outcome in ("failed", "missing"):
+        return FileResult(facility, day, loaded.outcome, 0, loaded.location, loaded.message)
+    if loaded.outcome == "not_published":
+        writer.log_outcome(DATASET, key, outcome="not_published", trade_date=day,
+                           location=loaded.location, message=loaded.message)
+        return FileResult(facility, day, "not_published", 0, loaded.location, loaded.message)
+    if loaded.sha256 is None or loaded.fetched_at is None:
+        raise AssertionError("a loaded file always has a hash and a fetch time")
+    # Looked up with Writer.known_sha256 just before loading; this process holds the writer
+    # lock and each partition appears once in the plan, so the value is still current.
+    known = loaded.known_sha256
+    if known == loaded.sha256 and not force:
+        writer.log_outcome(DATASET, key, outcome="unchanged", trade_date=day,
+                           location=loaded.location, sha256=loaded.sha256)
+        return FileResult(facility, day, "unchanged", 0, loaded.location)
+    if loaded.table is None:
+        raise AssertionError("parse is only skipped for unchanged files")
+    table = loaded.table
+    rows = table.num_rows
+    outcome: Outcome = "ingested" if known is None else "replaced"
+    name = file_name(facility, day)
+    source = SourceFile(DATASET, key, name, loaded.location, loaded.sha256, rows,
+                        loaded.fetched_at)
+    if rows == 0:
+        writer.record_empty_source(source, trade_date=day, table=TABLE, where=PARTITION_WHERE,
+                                   params=[facility, day],
+                                   message="valid empty file (header + trailer 0)")
+    else:
+        frame = (table
+                 .append_column("facility", pa.repeat(pa.scalar(facility), rows))
+                 .append_column("source_file", pa.repeat(pa.scalar(name), rows))
+                 .append_column("sha256", pa.repeat(pa.scalar(loaded.sha256), rows))
+                 .append_column("fetched_at", pa.repeat(pa.scalar(loaded.fetched_at,
+                                                                   pa.timestamp("us")), rows)))
+        writer.replace_partition(TABLE, frame, where=PARTITION_WHERE, params=[facility, day],
+                                 source=source, outcome=outcome, trade_date=day)
+    return FileResult(facility, day, outcome, rows, loaded.location)
+
+
+def _ordered_results(pool: concurrent.futures.Executor, loader: _Loader,
+                     plan: Sequence[tuple[Facility, dt.date]], known: dict[str, str | None],
+                     force: bool, window: int) -> Iterator[_Loaded]:
+    """Load files concurrently, at most ``window`` in flight, yielded in plan order."""
+    pending: collections.deque[concurrent.futures.Future[_Loaded]] = collections.deque()
+    todo = iter(plan)
+    for facility, day in todo:
+        pending.append(pool.submit(loader.load, facility, day,
+                                   known[_partition_key(facility, day)], force))
+        if len(pending) >= window:
+            break
+    while pending:
+        yield pending.popleft().result()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append(pool.submit(loader.load, nxt[0], nxt[1],
+                                       known[_partition_key(*nxt)], force))
+
+
+def _run(writer: Writer, settings: Settings, plan: list[tuple[Facility, dt.date]],
+         summary: IngestSummary, *, from_dir: Path | None, force: bool,
+         client: httpx.Client | None, progress: IngestProgress | None) -> None:
+    folder_files = index_folder(from_dir) if from_dir is not None else None
+    known = {_partition_key(f, d): writer.known_sha256(DATASET, _partition_key(f, d))
+             for f, d in plan}
+    concurrency = settings.http_concurrency
+    with contextlib.ExitStack() as stack:
+        if folder_files is None and client is None:
+            client = stack.enter_context(make_client(settings))
+        loader = _Loader(settings, client, folder_files, from_dir)
+        pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="finra-short"))
+        batch: list[_Loaded] = []
+        batch_rows = 0
+        for loaded in _ordered_results(pool, loader, plan, known, force, 2 * concurrency):
+            batch.append(loaded)
+            batch_rows += loaded.table.num_rows if loaded.table is not None else 0
+            if batch_rows >= BATCH_ROWS or len(batch) >= BATCH_FILES:
+                _store_batch(writer, batch, force, summary, progress)
+                batch, batch_rows = [], 0
+        _store_batch(writer, batch, force, summary, progress)
+
+
+def _store_batch(writer: Writer, batch: list[_Loaded], force: bool, summary: IngestSummary,
+                 progress: IngestProgress | None) -> None:
+    """Write already-validated files in one commit (each file's writes stay all-or-nothing:
+    a file that failed validation is not in the batch and writes nothing)."""
+    if not batch:
+        return
+    with writer.transaction():
+        results = [_store(writer, loaded, force) for loaded in batch]
+    for result in results:
+        _log_result(result)
+        summary.results.append(result)
+        if progress is not None:
+            progress.file_done(result)
+    writer.maybe_publish()
+
+
+def _log_result(result: FileResult) -> None:
+    what = f"{result.facility} {result.trade_date}"
+    if result.outcome == "failed":
+        log.error("%s failed: %s", what, result.message)
+    elif result.outcome == "missing":
+        log.info("%s: data gap: %s", what, result.message)
+    else:
+        log.info("%s %s (%d rows)", what, result.outcome, result.rows)
+
+
+def ingest_finra_short(
+    settings: Settings,
+    start: trading_calendar.DateLike,
+    end: trading_calendar.DateLike,
+    families: str | Iterable[str] = "CNMS",
+    *,
+    writer: Writer | None = None,
+    from_dir: Path | str | None = None,
+    force: bool = False,
+    client: httpx.Client | None = None,
+    progress: IngestProgress | None = None,
+) -> IngestSummary:
+    """Ingest Reg SHO daily files for every XNYS session in ``[start, end]``.
+
+    Parameters
+    ----------
+    settings
+        CDN URL, HTTP policy (``http_*``) and the database path (used when ``writer`` is None).
+    families
+        ``"CNMS"`` (default), any of ``FNSQ FNQC FNYX FNRA FORF``, a list of them, or ``"all"``.
+    writer
+        An open :class:`~darkpool_analysis.store.Writer` to reuse (``darkpool run``);
+        otherwise one is opened on ``settings.db_path`` and published at the end.
+    from_dir
+        Read ``<FAMILY>shvol<YYYYMMDD>.txt[.gz]`` from this folder instead of the CDN.
+    force
+        Re-write files even when their sha256 is unchanged.
+    client
+        An ``httpx.Client`` to use (tests, shared sessions); one is created when None.
+
+    Returns
+    -------
+    IngestSummary
+        Per-file outcomes; ``summary.ok`` is False when any file failed. Failed files wrote
+        nothing; every other file was committed in its own transaction.
+    """
+    started = time.perf_counter()
+    plan, notes = plan_files(start, end, families)
+    summary = IngestSummary(notes=notes)
+    for note in notes:
+        log.warning(note)
+    if progress is not None:
+        progress.started(len(plan))
+    folder = Path(from_dir).expanduser() if from_dir is not None else None
+    if writer is not None:
+        _run(writer, settings, plan, summary, from_dir=folder, force=force, client=client,
+             progress=progress)
+    else:
+        with open_writer(settings.db_path) as own_writer:
+            _run(own_writer, settings, plan, summary, from_dir=folder, force=force,
+                 client=client, progress=progress)
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,101 @@
+"""``darkpool evaluate`` end to end on a real DuckDB file, plus walk-forward and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from eval_markets import metrics_frame, planted_market
+from typer.testing import CliRunner
+
+from darkpool_analysis.cli import app
+from darkpool_analysis.evaluation.returns import EvalPanel
+from darkpool_analysis.evaluation.walkforward import (
+    Candidate,
+    summarize_walk_forward,
+    walk_forward,
+)
+from darkpool_analysis.store import open_writer
+
+
+@pytest.fixture
+def metrics_db(db_path: Path) -> Path:
+    frame = metrics_frame(planted_market(n_days=230, n_symbols=40, seed=5))
+    with open_writer(db_path) as writer:
+        writer.replace_partition("daily_metrics", frame, where="true", params=[])
+    return db_path
+
+
+def _counts(db_path: Path) -> tuple[int, int]:
+    with duckdb.connect(str(db_path), read_only=True) as conn:
+        runs = conn.execute("SELECT count(*) FROM evaluation_runs").fetchone()
+        results = conn.execute("SELECT count(*) FROM evaluation_results").fetchone()
+    assert runs is not None and results is not None
+    return int(runs[0]), int(results[0])
+
+
+def test_evaluate_end_to_end(metrics_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    args = ["evaluate", "--variants", "short_buy_sell_ratio_z,current", "--universe", "all",
+            "--formula", "neg=-short_buy_sell_ratio_z", "--horizons", "1,5",
+            "--exits", "fixed:5,first_dist", "--thresholds", "current=60/40,70/30",
+            "--train-sessions", "60", "--test-sessions", "20", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "point-in-time" in result.output
+    numbers = pd.read_csv(out / "evaluation_numbers.csv")
+    ic = numbers[(numbers["section"] == "ic") & (numbers["metric"] == "mean")
+                 & (numbers["horizon"] == 1)].set_index("variant")["value"]
+    assert ic["short_buy_sell_ratio_z"] > 0.3 and ic["neg"] < -0.3
+    assert abs(ic["placebo:short_buy_sell_ratio_z"]) < 0.05
+    assert {"backtest", "walk_forward", "events", "turnover"} <= set(numbers["section"])
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 4 and "point-in-time" in html
+    factor = pd.read_parquet(out / "alphalens_factor_current.parquet")
+    assert factor.index.names == ["date", "asset"]
+    assert {"1D", "5D", "factor", "factor_quantile"} <= set(factor.columns)
+    assert _counts(metrics_db) == (0, 0)  # nothing written without --save
+
+
+def test_evaluate_save_and_lookahead_label(metrics_db: Path, tmp_path: Path) -> None:
+    args = ["evaluate", "--variants", "finra_buy_volume_z", "--universe", "all",
+            "--horizons", "1", "--exits", "", "--no-walk-forward", "--otc-alignment", "week",
+            "--out", str(tmp_path / "r"), "--save"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "LOOK-AHEAD" in result.output
+    runs, results = _counts(metrics_db)
+    assert runs == 1 and results > 10
+    with duckdb.connect(str(metrics_db), read_only=True) as conn:
+        params = conn.execute("SELECT parameters->>'otc_alignment' FROM evaluation_runs").fetchone()
+    assert params is not None and params[0] == "week"
+    assert "LOOK-AHEAD" in (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+
+
+def test_evaluate_rejects_bad_input(metrics_db: Path) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(app, ["evaluate", "--variants", "nope", "--universe", "all"])
+    assert bad.exit_code == 1 and "valid:" in bad.output
+    unsafe = runner.invoke(app, ["evaluate", "--formula", "x=__import__(os)", "--universe",
+                                 "all"])
+    assert unsafe.exit_code == 1 and "__import__" in unsafe.output
+    assert _counts(metrics_db) == (0, 0)
+
+
+def test_walk_forward_picks_the_informative_variant() -> None:
+    market = planted_market(n_days=260, n_symbols=80, seed=9)
+    noise = np.random.default_rng(4).normal(size=market.signal.shape)
+    panel = EvalPanel(market.dates, market.symbols, market.open, market.close,
+                      {"good": market.signal, "noise": noise},
+                      np.ones(len(market.dates), dtype=bool))
+    candidates = [Candidate("good", 1.0), Candidate("noise", 1.0), Candidate("noise", 0.5)]
+    windows = walk_forward(panel, candidates, horizon=1, train_sessions=100,
+                           test_sessions=40)
+    assert len(windows) == 4
+    assert (windows["variant"] == "good").all()
+    assert (windows["test_start"] > windows["train_end"]).all()
+    summary = summarize_walk_forward(windows)
+    assert summary["oos_mean_excess"] > 0.005 and summary["oos_ic"] > 0.2
