@@ -5,10 +5,12 @@ consolidates the FINRA facility rows), computes every column with the pure funct
 :mod:`darkpool_analysis.metrics`, and replaces the affected rows in ONE transaction (delete the
 (symbols, date range), insert by name), so a failure leaves the table exactly as it was.
 
-Incremental builds give the same values as a full build: each symbol's grid runs from its first
-appearance in any source, and a range build loads a warm-up of ``max(window) + 1`` sessions
-before ``start`` (every rolling statistic and ``return_1d`` only look that far back), then writes
-only rows inside ``[start, end]``. Rows of other symbols or dates are never touched, and
+Incremental builds give the same values as a full build, bit for bit: each symbol's grid runs
+from its first appearance in any source, and a range build loads a warm-up of at least
+``max(window) + 1`` sessions before ``start`` (every rolling statistic and ``return_1d`` only
+look that far back), aligned to the rolling layout's blocks
+(:func:`~darkpool_analysis.metrics.warmup_block_floor`), then writes only rows inside
+``[start, end]``. Rows of other symbols or dates are never touched, and
 ``daily_metrics`` holds no timestamps, so rebuilding is deterministic.
 """
 
@@ -34,10 +36,19 @@ from darkpool_analysis.metrics import (
     SHORT_INPUT_COLUMNS,
     assemble_grid,
     compute_daily_metrics,
+    session_numbers_of,
+    warmup_block_floor,
 )
 from darkpool_analysis.store import Writer
 from darkpool_analysis.symbols import to_feed
-from darkpool_analysis.trading_calendar import DateLike, session_offset, to_date
+from darkpool_analysis.trading_calendar import (
+    CALENDAR_START,
+    DateLike,
+    is_session,
+    session_offset,
+    sessions_index,
+    to_date,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +83,15 @@ def _days_to_datetime(days: np.ndarray) -> np.ndarray:
 def _symbol_spans(conn: duckdb.DuckDBPyConnection,
                   symbols: Sequence[str] | None) -> pd.DataFrame:
     """First and last appearance (short-sale rows or price bars) of every symbol, sorted."""
-    requested = "" if symbols is None else "WHERE symbol IN (SELECT symbol FROM _build_request)"
+    requested = "" if symbols is None else "WHERE symbol IN (SELECT unnest($1::VARCHAR[]))"
+    params = [] if symbols is None else [list(symbols)]
     return conn.execute(f"""
         SELECT symbol, min(date) AS first_date, max(date) AS last_date
         FROM (SELECT symbol_norm AS symbol, trade_date AS date FROM finra_short_daily_raw
               UNION ALL SELECT symbol, date FROM prices_daily)
         {requested}
         GROUP BY symbol ORDER BY symbol
-    """).df()
+    """, params).df()
 
 
 def _read_short(conn: duckdb.DuckDBPyConnection, load_start: dt.date,
@@ -166,6 +178,15 @@ def _otc_block(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str], start: d
     return pd.DataFrame({c: pd.Series([], dtype=object) for c in OTC_COLUMNS})
 
 
+def _load_from(first: dt.date, settings: Settings) -> pd.Timestamp:
+    """First session to read for a build starting at ``first`` (warm-up, block aligned)."""
+    start_session = pd.Timestamp(session_offset(first, 0) if is_session(first)
+                                 else session_offset(first, 1))
+    number = int(session_numbers_of(pd.Series([start_session]))[0])
+    sessions = sessions_index(CALENDAR_START, start_session)
+    return pd.Timestamp(sessions[warmup_block_floor(number, settings)])
+
+
 def _normalise_request(symbols: Sequence[str] | None) -> list[str] | None:
     if symbols is None:
         return None
@@ -240,13 +261,7 @@ def build_metrics(
     if first is not None and last is not None and first > last:
         raise ValueError(f"start {first} is after end {last}")
 
-    if requested is not None:
-        conn.register("_build_request", pd.DataFrame({"symbol": requested}))
-    try:
-        spans = _symbol_spans(conn, requested)
-    finally:
-        if requested is not None:
-            conn.unregister("_build_request")
+    spans = _symbol_spans(conn, requested)
     missing = tuple(sorted(set(requested or ()) - set(spans["symbol"])))
     if missing:
         log.warning("no short-sale or price data for %s", ", ".join(missing))
@@ -257,9 +272,8 @@ def build_metrics(
             hint="run `darkpool ingest finra-short` / `darkpool ingest prices` first",
         )
 
-    warmup = max(settings.short_z_window, settings.return_z_window) + 1
     write_from = pd.Timestamp(first) if first is not None else None
-    load_from = pd.Timestamp(session_offset(first, -warmup)) if first is not None else None
+    load_from = _load_from(first, settings) if first is not None else None
     first_dates = pd.to_datetime(spans["first_date"])
     last_dates = pd.to_datetime(spans["last_date"])
     if load_from is not None:

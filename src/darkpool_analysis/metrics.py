@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from darkpool_analysis.scoring import INFERENCE_VERSION, composite_score, zone_label
-from darkpool_analysis.trading_calendar import sessions_index
+from darkpool_analysis.trading_calendar import CALENDAR_START, sessions_index
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,38 @@ def assemble_grid(
     has_lit[pos] = True
 
     grid["has_short"], grid["has_price"], grid["has_lit"] = has_short, has_price, has_lit
-    return pd.DataFrame(grid, columns=list(GRID_COLUMNS))
+    return pd.DataFrame(grid, columns=list(GRID_COLUMNS), copy=False)
+
+
+def session_numbers_of(dates: pd.Series | np.ndarray) -> np.ndarray:
+    """Absolute XNYS session index of each date (0 = the calendar's first session).
+
+    Fixes the block layout of :class:`RollingPlan` independently of where a frame starts.
+    """
+    days = _to_days(dates)
+    if len(days) == 0:
+        return np.empty(0, dtype=np.int64)
+    sessions = _to_days(sessions_index(CALENDAR_START, pd.Timestamp(int(days.max()), unit="D")))
+    numbers = np.searchsorted(sessions, days)
+    on_session = (numbers < len(sessions)) & (
+        sessions[np.minimum(numbers, len(sessions) - 1)] == days)
+    if not on_session.all():
+        raise ValueError("grid dates must be XNYS sessions (see assemble_grid)")
+    return numbers
+
+
+def warmup_block_floor(session_number: int, settings: MetricSettings) -> int:
+    """First session number a range build must load so its rows equal a full build bit for bit.
+
+    One warm-up of ``max(window) + 1`` sessions (``return_1d`` looks one session further
+    back), floored to a block boundary of every window's layout, plus one whole block so the
+    block holding the first loaded row (whose ``return_1d`` is unknown) feeds no window of a
+    written row.
+    """
+    windows = (settings.short_z_window, settings.return_z_window)
+    step = int(np.lcm.reduce([block_size(w) for w in windows]))
+    warmup = max(windows) + 1
+    return max(((session_number - warmup) // step) * step - step, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,31 +318,71 @@ def group_starts(symbol_codes: np.ndarray) -> np.ndarray:
 class RollingPlan:
     """Index bookkeeping shared by every rolling z-score of one grid and window size.
 
-    Each symbol's rows are laid out from a block boundary in a padded array of blocks of
-    ``block >= window`` rows, so a window (never wider than ``window``, never crossing a symbol
-    boundary) covers at most the tail of one block and the head of the next.
+    Rows are laid out in a padded array of blocks of ``block >= window`` rows, aligned to
+    absolute session numbers (``session_number % block == 0`` starts a block) and never shared
+    by two symbols. A window (at most ``window`` rows of one symbol) covers at most the tail of
+    one block and the head of the next. Because the layout depends only on the session, not
+    on where a frame starts, a build that starts on a block boundary computes bit-identical
+    values to a full build.
     """
 
-    def __init__(self, group_start: np.ndarray, window: int) -> None:
+    def __init__(self, group_start: np.ndarray, window: int,
+                 session_number: np.ndarray | None = None) -> None:
         n = len(group_start)
         idx = np.arange(n)
         self.window = window
-        self.block = block = max(64, window)
+        self.block = block = block_size(window)
         self.group_start = group_start
+        sessions = idx if session_number is None else np.asarray(session_number, np.int64)
         is_start = group_start == idx
         group_id = np.cumsum(is_start) - 1
         first_rows = np.flatnonzero(is_start)
         lengths = np.diff(np.append(first_rows, n))
-        blocks_per_group = -(-lengths // block)
+        lead = sessions[first_rows] % block                     # offset inside first block
+        blocks_per_group = -(-(lead + lengths) // block)
         first_block = np.concatenate([[0], np.cumsum(blocks_per_group)])[:-1]
         self.n_blocks = int(blocks_per_group.sum())
         rel = idx - group_start
-        self.pos = first_block[group_id] * block + rel          # padded position of row i
-        self.pos_start = self.pos - np.minimum(window - 1, rel)  # padded window start
+        self.pos = first_block[group_id] * block + lead[group_id] + rel
+        self.pos_start = self.pos - np.minimum(window - 1, rel)
         self.block_end = self.pos // block
         self.block_start = self.pos_start // block
         self.split = self.block_start != self.block_end
-        self.window_start = idx - (self.pos - self.pos_start)   # window start as a row index
+        self.window_start = idx - (self.pos - self.pos_start)
+
+
+def block_size(window: int) -> int:
+    """Rows per block of the rolling layout for ``window`` (a multiple of 64, >= window)."""
+    return 64 * -(-window // 64)
+
+
+#: Above this ratio of block sums of squares to window sum of squares, the prefix-sum result
+#: may lose more than ~1e-11 (relative) and the window is recomputed by two-pass summation.
+_CONDITION_LIMIT = 1e3
+_GATHER_CELLS = 1 << 22
+
+
+def _two_pass_window_stats(x: np.ndarray, window_start: np.ndarray, rows: np.ndarray,
+                           window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population variance of the windows ending at ``rows`` by direct two-pass
+    summation (the accurate textbook method), in chunks of gathered windows."""
+    means = np.empty(len(rows))
+    variances = np.empty(len(rows))
+    chunk = max(1, _GATHER_CELLS // window)
+    offsets = np.arange(window)
+    for lo in range(0, len(rows), chunk):
+        end_rows = rows[lo:lo + chunk]
+        cells = window_start[end_rows][:, None] + offsets[None, :]
+        inside = cells <= end_rows[:, None]
+        values = np.where(inside, x[np.minimum(cells, end_rows[:, None])], np.nan)
+        present = ~np.isnan(values)
+        n = present.sum(axis=1)
+        mean = np.where(present, values, 0.0).sum(axis=1) / n
+        dev = np.where(present, values - mean[:, None], 0.0)
+        correction = dev.sum(axis=1)
+        means[lo:lo + chunk] = mean + correction / n
+        variances[lo:lo + chunk] = ((dev * dev).sum(axis=1) - correction * correction / n) / n
+    return means, variances
 
 
 def _exclusive(inclusive_flat: np.ndarray, at: np.ndarray, block: int) -> np.ndarray:
@@ -325,6 +396,7 @@ def rolling_zscore_grouped(
     window: int,
     min_periods: int,
     plan: RollingPlan | None = None,
+    session_number: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-symbol rolling z-score on a grid sorted by (symbol, session), vectorised.
 
@@ -335,10 +407,15 @@ def rolling_zscore_grouped(
     those are detected exactly (no change of value inside the window), not from a rounding
     residue.
 
-    Numerics: prefix sums restart at every block of a padded per-symbol layout and use values
-    centred on the block mean, so no sum mixes symbols or grows with the frame; the two block
-    parts of a window are merged with Chan et al.'s parallel variance formula (no
-    cancellation between distant levels of a trending series).
+    Numerics: prefix sums restart at every block of a padded per-symbol layout (see
+    :class:`RollingPlan`) and use values centred on the block's first non-null value, so no sum
+    mixes symbols or grows with the frame; the two block parts of a window are merged with
+    Chan et al.'s parallel variance formula. Windows whose sums would still cancel badly (an
+    outlier or a trend inside the block) are recomputed exactly by two-pass summation. Every
+    quantity at row t depends only on rows <= t of the same symbol (point in time), and
+    ``session_number`` (absolute session index) fixes the block layout so results do not
+    depend on where the frame starts, provided it starts on a block boundary or at the
+    symbol's first row.
     """
     x = np.asarray(values, dtype=float)
     n = len(x)
@@ -347,7 +424,7 @@ def rolling_zscore_grouped(
     if n == 0 or not valid.any():
         return out
     if plan is None or plan.window != window or plan.group_start is not group_start:
-        plan = RollingPlan(group_start, window)
+        plan = RollingPlan(group_start, window, session_number)
     block, n_blocks = plan.block, plan.n_blocks
 
     padded_values = np.zeros(n_blocks * block)
@@ -356,9 +433,10 @@ def rolling_zscore_grouped(
     padded_valid[plan.pos] = valid
     grid_values = padded_values.reshape(n_blocks, block)
     grid_valid = padded_valid.reshape(n_blocks, block)
-    block_count = grid_valid.sum(axis=1)
-    block_mean = np.divide(grid_values.sum(axis=1), block_count,
-                           out=np.zeros(n_blocks), where=block_count > 0)
+    # Centre each block on its first non-null value: local (little cancellation) and never
+    # later than any non-null row of the block that uses it (point in time).
+    first_valid = np.argmax(grid_valid > 0, axis=1)
+    block_mean = grid_values[np.arange(n_blocks), first_valid]
     centred = (grid_values - block_mean[:, None]) * grid_valid
     cum_n = np.cumsum(grid_valid, axis=1)
     cum_1 = np.cumsum(centred, axis=1)
@@ -391,6 +469,17 @@ def rolling_zscore_grouped(
         mean_rel = (s1_1 + n_1 * ref_shift + s1_2) / count     # window mean minus c2
         variance = m2 / count
         deviation = (x - block_mean[blk_i]) - mean_rel
+
+    # Windows whose sums cancel badly (a block holds values far from the window's, e.g. an
+    # outlier or a trend): recompute those few exactly with a two-pass sum over the window.
+    with np.errstate(invalid="ignore"):
+        magnitude = np.where(split, tot_2[blk_a], 0.0) + cum_2[pos]   # rows <= i only
+        ill = valid & (count >= min_periods) & (m2 * _CONDITION_LIMIT < magnitude)
+    if ill.any():
+        rows = np.flatnonzero(ill)
+        mean_ex, variance_ex = _two_pass_window_stats(x, plan.window_start, rows, window)
+        variance[rows] = variance_ex
+        deviation[rows] = x[rows] - mean_ex
 
     # Exact constant-window detection: the last change of value (among non-null values of
     # the symbol) is at or before the window's first non-null value.
@@ -428,7 +517,7 @@ def _merge_otc(grid: pd.DataFrame, otc: pd.DataFrame | None) -> dict[str, object
     size = len(grid)
     out: dict[str, object] = {c: np.full(size, np.nan) for c in _OTC_VALUES}
     week = np.full(size, np.datetime64("NaT"), dtype="datetime64[ns]")
-    status = np.full(size, "None", dtype=object)
+    status = np.full(size, OTC_STATUSES.index("None"), dtype=np.int8)
     alignment = np.full(size, None, dtype=object)
     has_otc = np.zeros(size, dtype=bool)
     if otc is not None and len(otc):
@@ -448,18 +537,21 @@ def _merge_otc(grid: pd.DataFrame, otc: pd.DataFrame | None) -> dict[str, object
         for column in _OTC_VALUES:
             out[column] = _scatter(size, pos, _float(rows, column))
         week[pos] = pd.to_datetime(rows["otc_week_used"]).to_numpy(dtype="datetime64[ns]")
-        status[pos] = rows["otc_status"].fillna("None").astype(object).to_numpy()
+        status[pos] = pd.Categorical(rows["otc_status"].fillna("None"),
+                                     categories=list(OTC_STATUSES)).codes
+        if (status < 0).any():
+            raise ValueError(f"otc_status must be one of {OTC_STATUSES}")
         alignment[pos] = rows["otc_alignment"].astype(object).to_numpy()
         has_otc[pos] = rows["has_otc"].fillna(False).to_numpy(dtype=bool)
     out["otc_week_used"] = week
-    out["otc_status"] = pd.Categorical(status, categories=list(OTC_STATUSES))
+    out["otc_status"] = pd.Categorical.from_codes(status, categories=list(OTC_STATUSES))
     out["otc_alignment"] = pd.Categorical(alignment)
     out["has_otc"] = has_otc
     return out
 
 
 def confidence_score(
-    otc_status: np.ndarray,
+    otc_status: np.ndarray | pd.Categorical,
     has_short: np.ndarray,
     has_lit: np.ndarray,
     has_price: np.ndarray,
@@ -470,8 +562,10 @@ def confidence_score(
     staleness 1.0/0.7/0.5 for OTC Anchored/Staled/None; coverage 1.0/0.8/0.5 for 0/1/2+ of
     (short, lit, price) missing; x0.9 when ``lit_flow_imbalance`` is NULL.
     """
-    status = pd.Series(np.asarray(otc_status, dtype=object))
-    staleness = status.map(_STALENESS).fillna(_STALENESS["None"]).to_numpy(dtype=float)
+    status = pd.Categorical(otc_status, categories=list(OTC_STATUSES))
+    by_code = np.array([_STALENESS[name] for name in OTC_STATUSES] + [_STALENESS["None"]])
+    staleness = by_code[status.codes]  # code -1 (unknown/NULL) -> the last entry, 'None'
+
     missing = 3 - (has_short.astype(np.int8) + has_lit.astype(np.int8)
                    + has_price.astype(np.int8))
     coverage = _COVERAGE_BY_MISSING[missing]
@@ -503,6 +597,7 @@ def compute_daily_metrics(
     if size > 1 and (np.diff(codes) < 0).any():
         raise ValueError("grid must be sorted by symbol (see assemble_grid)")
     starts = group_starts(codes)
+    session_numbers = session_numbers_of(grid["date"])
     short_window, min_periods = settings.short_z_window, settings.zscore_min_periods
 
     plans: dict[int, RollingPlan] = {}
@@ -510,8 +605,9 @@ def compute_daily_metrics(
     def z(values: np.ndarray, window: int = short_window) -> np.ndarray:
         if np.isnan(values).all():
             return np.full(size, np.nan)
-        plan = plans.setdefault(window, RollingPlan(starts, window))
-        return rolling_zscore_grouped(values, starts, window, min_periods, plan=plan)
+        if window not in plans:
+            plans[window] = RollingPlan(starts, window, session_numbers)
+        return rolling_zscore_grouped(values, starts, window, min_periods, plan=plans[window])
 
     col = {c: grid[c].to_numpy(dtype=float) for c in (*_SHORT_VALUES, *_PRICE_VALUES,
                                                      "lit_buy_volume", "lit_sell_volume",
@@ -588,8 +684,8 @@ def compute_daily_metrics(
         "accumulation_score_display": display,
         "pressure_context_label": pd.Categorical(
             zone_label(display), categories=["accumulation", "distribution", "neutral"]),
-        "confidence": confidence_score(np.asarray(otc_cols["otc_status"], dtype=object),
-                                       has_short, has_lit, has_price, imbalance),
+        "confidence": confidence_score(otc_cols["otc_status"], has_short, has_lit, has_price,
+                                       imbalance),
         "has_short": has_short, "has_lit": has_lit, "has_price": has_price,
     })
     present = has_short.astype(np.int8) + has_lit.astype(np.int8) + has_price.astype(np.int8)
@@ -600,4 +696,5 @@ def compute_daily_metrics(
         np.zeros(size, dtype=np.int8), categories=[settings.accumulation_short_z_source])
     out["inference_version"] = pd.Categorical.from_codes(
         np.zeros(size, dtype=np.int8), categories=[INFERENCE_VERSION])
-    return pd.DataFrame(out, columns=list(DAILY_METRICS_COLUMNS), index=grid.index)
+    # copy=False: no consolidation of ~45 float columns into one 2-D block (a full copy).
+    return pd.DataFrame(out, columns=list(DAILY_METRICS_COLUMNS), index=grid.index, copy=False)

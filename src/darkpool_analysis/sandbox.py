@@ -326,7 +326,8 @@ def load(
         Inclusive date range (``YYYY-MM-DD``, date or Timestamp).
     warmup
         Read ``short_z_window`` earlier rows so the first shown day has a full z window;
-        ``False`` reproduces the seed exactly (z over the shown range only).
+        ``False`` reproduces the seed exactly (z over the shown range only). The seed's
+        "recompute when NULL on every row" fallbacks then look at the warm-up rows too.
     db_path, settings
         Published database (default ``settings.db_path``) and settings (default
         :func:`load_config`); the database is opened read-only.

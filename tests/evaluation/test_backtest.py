@@ -69,7 +69,8 @@ def _reference(signal: np.ndarray, open_: np.ndarray, close: np.ndarray, buy: fl
         pending_entry = pending_exit = False
         dist_run = decay_run = 0
 
-        def close_trade(day: int, price: float, at_open: bool) -> None:
+        def close_trade(s: int, position: tuple[int, int, float], day: int, price: float,
+                        at_open: bool) -> None:
             _t, e, p0 = position
             trades.append((s, e, day, price / p0 - 1))
             for d in range(e, day + 1):
@@ -87,11 +88,11 @@ def _reference(signal: np.ndarray, open_: np.ndarray, close: np.ndarray, buy: fl
                 pending_entry = False
             elif position is not None and pending_exit:
                 price = open_[d, s] if np.isfinite(open_[d, s]) else close_ff[d, s]
-                close_trade(d, price, True)
+                close_trade(s, position, d, price, True)
                 position, pending_exit = None, False
             if position is not None and rule.max_days is not None \
                     and d == position[0] + rule.max_days:
-                close_trade(d, close_ff[d, s], False)
+                close_trade(s, position, d, close_ff[d, s], False)
                 position = None
             value = signal[d, s]
             if position is not None:
@@ -103,7 +104,7 @@ def _reference(signal: np.ndarray, open_: np.ndarray, close: np.ndarray, buy: fl
             elif value >= buy and in_window[d] and d + 1 < n and np.isfinite(open_[d + 1, s]):
                 pending_entry = True
         if position is not None:
-            close_trade(n - 1, close_ff[n - 1, s], False)
+            close_trade(s, position, n - 1, close_ff[n - 1, s], False)
     with np.errstate(invalid="ignore"):
         daily = np.where(day_count > 0, day_sum / np.maximum(day_count, 1), 0.0)
     return sorted(trades), daily
@@ -163,3 +164,23 @@ def test_exit_parsing_and_validation() -> None:
     engine = _engine(np.ones((10, 1)), np.ones((10, 1)))
     with pytest.raises(ConfigError, match="below buy"):
         engine.run(np.ones((10, 1)), buy=30, sell=70, rule=parse_exit("fixed:2"))
+
+
+def test_grid_with_cached_arrays_equals_individual_runs() -> None:
+    from darkpool_analysis.evaluation.backtest import grid_points, run_grid
+
+    rng = np.random.default_rng(3)
+    n, m = 80, 6
+    signal = np.clip(50 + 20 * rng.normal(size=(n, m)), 0, 100)
+    close = 10 * np.exp(rng.normal(0, 0.02, (n, m)).cumsum(axis=0))
+    engine = _engine(close * 1.001, close, dates=pd.bdate_range("2024-01-01", periods=n))
+    points = grid_points({"v": (70.0, 30.0, 50.0)}, {"v": [(60, 40), (70, 30), (65, 40)]},
+                         parse_exits("fixed:3,first_dist,two_dist,decay:2,hybrid:5"))
+    grid = run_grid(engine, {"v": signal}, {"v": 50.0}, points)
+    assert len(grid) == 15
+    for row in grid.itertuples(index=False):
+        alone = engine.run(signal, buy=row.buy, sell=row.sell, rule=parse_exit(
+            {"fixed_3": "fixed:3", "first_dist": "first_dist", "two_dist": "two_dist",
+             "decay_2": "decay:2", "hybrid_5": "hybrid:5"}[row.exit]), neutral=50.0)
+        assert alone.stats["trades"] == row.trades
+        assert alone.stats["total_return"] == pytest.approx(row.total_return, rel=1e-12)

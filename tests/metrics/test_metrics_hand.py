@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from dm_fixtures import write_prices, write_short
 
 from darkpool_analysis.build import build_metrics
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.metrics import rolling_zscore_grouped
 from darkpool_analysis.scoring import INFERENCE_VERSION
 from darkpool_analysis.store import open_writer
-from dm_fixtures import write_prices, write_short
 
 NAN = math.nan
 DAYS = ["2021-01-04", "2021-01-05", "2021-01-06", "2021-01-07", "2021-01-08", "2021-01-11",

@@ -8,19 +8,26 @@ Yahoo CSVs. The reference below is deliberately straightforward (merge on a sess
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from dm_fixtures import (
+    CNMS_DIR,
+    YAHOO_DIR,
+    read_cnms_dir,
+    read_yahoo_dir,
+    write_prices,
+    write_short,
+)
 
 from darkpool_analysis.build import build_metrics
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.store import open_writer
 from darkpool_analysis.symbols import normalise_array
 from darkpool_analysis.trading_calendar import sessions_index
-from dm_fixtures import CNMS_DIR, YAHOO_DIR, read_cnms_dir, read_yahoo_dir, write_prices, \
-    write_short
 
 pytestmark = pytest.mark.realdata
 
@@ -86,6 +93,18 @@ def _reference(short: pd.DataFrame, prices: pd.DataFrame, settings: Settings) ->
     return df
 
 
+def _exact_z(ref: pd.DataFrame, column: str, row: int, window: int) -> float:
+    """The z-score of ``ref[column]`` at ``row`` in exact rational arithmetic."""
+    start = row
+    while start > row - window + 1 and start > 0 and ref["symbol"].iat[start - 1] == \
+            ref["symbol"].iat[row]:
+        start -= 1
+    values = [Fraction(v) for v in ref[column].iloc[start:row + 1] if not math.isnan(v)]
+    mean = sum(values, Fraction(0)) / len(values)
+    variance = sum(((v - mean) ** 2 for v in values), Fraction(0)) / len(values)
+    return float(Fraction(ref[column].iat[row]) - mean) / math.sqrt(variance)
+
+
 @pytest.fixture
 def real_inputs(real_data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     real = real_data
@@ -113,18 +132,29 @@ def test_build_matches_pandas_reference_on_real_data(real_inputs, db_path: Path)
     assert len(ref) == len(ours) > 40_000
     assert (ref["symbol"].to_numpy() == ours["symbol"].to_numpy()).all()
     assert (ref["date"].to_numpy() == ours["date"].to_numpy()).all()
+    sources = {"short_buy_sell_ratio_z": "short_buy_sell_ratio", "short_ratio_z": "short_ratio",
+               "finra_buy_volume_z": "short_volume", "vw_flow_z": "vw_flow",
+               "return_z": "return_1d"}
     for column in NUMERIC:
         expected = ref[column].to_numpy(dtype=float)
         actual = ours[column].to_numpy(dtype=float)
         nulls = np.isnan(expected)
         assert (nulls == np.isnan(actual)).all(), column
-        np.testing.assert_allclose(actual[~nulls], expected[~nulls], rtol=1e-9, atol=1e-9,
-                                   err_msg=column)
+        off = np.flatnonzero(~nulls & ~np.isclose(actual, expected, rtol=1e-9, atol=1e-9))
+        window = settings.return_z_window if column == "return_z" else settings.short_z_window
+        for row in off:
+            # pandas' add/remove rolling variance drifts after an outlier leaves the window;
+            # where we differ from it by > 1e-9 we must be at least as close to exact.
+            assert column in sources, (column, row, actual[row], expected[row])
+            exact = _exact_z(ref, sources[column], int(row), window)
+            assert abs(actual[row] - exact) <= max(abs(expected[row] - exact), 1e-12), (
+                column, row, actual[row], expected[row], exact)
+        assert len(off) < 100, (column, len(off))
     assert (ours["data_quality"].to_numpy() == ref["data_quality"].to_numpy()).all()
     assert (ours["short_source"].fillna("-") == np.where(ref["short_volume"].notna(), "CNMS",
                                                          "-")).all()
     # The squeeze left real z-scores in the frame: the comparison is not vacuous.
     gme = ours[ours["symbol"] == "GME"]
     assert gme["short_buy_sell_ratio_z"].notna().sum() >= 40
-    assert gme["return_z"].notna().sum() >= 40
+    assert gme["return_z"].notna().sum() >= 15  # bars start 2021-01-11
     assert not math.isnan(gme["accumulation_score"].iloc[-1])

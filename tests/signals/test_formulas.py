@@ -112,7 +112,7 @@ def test_formula_file(tmp_path: Path, metrics: Factory) -> None:
     assert variants["blend"].buy == 65 and variants["blend"].neutral == 50.0
     assert variants["extra"].compute(metrics(n_symbols=1, n_days=3)).notna().all()
     path.write_text('[formulas]\nbad = { expr = "close", colour = "red" }\n', encoding="utf-8")
-    with pytest.raises(DataFormatError, match="formulas.bad"):
+    with pytest.raises(DataFormatError, match=r"formulas\.bad"):
         load_formula_file(path)
     path.write_text("[formulas\n", encoding="utf-8")
     with pytest.raises(DataFormatError, match="invalid TOML"):

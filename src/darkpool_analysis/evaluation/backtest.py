@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -151,10 +153,31 @@ class BacktestEngine:
         self.next_open = np.full(open_.shape, np.nan)
         self.next_open[:-1] = self.open[1:]
         self.exit_open = np.where(np.isfinite(self.open), self.open, self.close_ff)
+        # small bounded caches so a grid re-uses entry/exit arrays across combinations
+        self._entries: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
+        self._triggers: OrderedDict[tuple[object, ...], np.ndarray | None] = OrderedDict()
+
+    @staticmethod
+    def _cached(cache: OrderedDict[tuple[object, ...], Any], key: tuple[object, ...] | None,
+                size: int, build: Callable[[], Any]) -> Any:
+        if key is None:
+            return build()
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        value = build()
+        cache[key] = value
+        if len(cache) > size:
+            cache.popitem(last=False)
+        return value
 
     def run(self, signal: np.ndarray, *, buy: float, sell: float | None, rule: ExitRule,
-            neutral: float = 0.0) -> BacktestResult:
-        """Backtest one combination (see the module docstring for the exact timing)."""
+            neutral: float = 0.0, key: str | None = None, detail: bool = True) -> BacktestResult:
+        """Backtest one combination (see the module docstring for the exact timing).
+
+        ``key`` names the signal so entry/exit arrays can be cached across calls (a grid);
+        ``detail=False`` skips the trade table and daily frame (statistics only).
+        """
         n, m = self.n, self.m
         if sell is not None and sell >= buy:
             raise ConfigError(f"sell threshold {sell} must be below buy threshold {buy}")
@@ -163,16 +186,27 @@ class BacktestEngine:
             raise ConfigError(f"decay level {decay_level} must not exceed buy threshold {buy}")
         if rule.distribution_run is not None and sell is None:
             raise ConfigError(f"exit {rule.name!r} needs a sell threshold")
-        with np.errstate(invalid="ignore"):
-            entry_ok = (signal >= buy) & self.in_window[:, None] & np.isfinite(self.next_open)
-            trigger = np.zeros((n, m), dtype=bool)
-            if rule.distribution_run is not None:
-                trigger |= _run_length(signal <= sell) >= rule.distribution_run
-            if rule.decay_days is not None:
-                trigger |= _run_length(signal < decay_level) >= rule.decay_days
-        next_entry = _reverse_next(entry_ok)
-        next_trigger = _reverse_next(trigger) if trigger.any() else None
 
+        def entries() -> np.ndarray:
+            with np.errstate(invalid="ignore"):
+                ok = (signal >= buy) & self.in_window[:, None] & np.isfinite(self.next_open)
+            return _reverse_next(ok)
+
+        def triggers() -> np.ndarray | None:
+            trigger = np.zeros((n, m), dtype=bool)
+            with np.errstate(invalid="ignore"):
+                if rule.distribution_run is not None:
+                    trigger |= _run_length(signal <= sell) >= rule.distribution_run
+                if rule.decay_days is not None:
+                    trigger |= _run_length(signal < decay_level) >= rule.decay_days
+            return _reverse_next(trigger) if trigger.any() else None
+
+        next_entry = self._cached(self._entries, None if key is None else (key, buy), 16,
+                                  entries)
+        rule_key = (rule.distribution_run, rule.decay_days, decay_level,
+                    sell if rule.distribution_run is not None else None)
+        next_trigger = self._cached(self._triggers, None if key is None else (key, *rule_key),
+                                    2, triggers)
         current = next_entry[0].copy()
         chunks: list[tuple[np.ndarray, ...]] = []
         while True:
@@ -183,7 +217,7 @@ class BacktestEngine:
             exit_row, at_open, reason = self._exits(t, active, rule, next_trigger)
             chunks.append((active, t, exit_row, at_open, reason))
             current[active] = next_entry[exit_row, active]
-        return self._collect(chunks)
+        return self._collect(chunks, detail)
 
     def _exits(self, t: np.ndarray, sym: np.ndarray, rule: ExitRule,
                next_trigger: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,7 +234,7 @@ class BacktestEngine:
         reason = np.where(use_signal, 0, np.where(use_fixed, 1, 2)).astype(np.int8)
         return exit_row.astype(np.int64), use_signal, reason
 
-    def _collect(self, chunks: list[tuple[np.ndarray, ...]]) -> BacktestResult:
+    def _collect(self, chunks: list[tuple[np.ndarray, ...]], detail: bool) -> BacktestResult:
         if chunks:
             sym, t, exit_row, at_open, reason = (np.concatenate(p) for p in zip(*chunks,
                                                                                 strict=True))
@@ -213,6 +247,12 @@ class BacktestEngine:
         exit_price = np.where(at_open, self.exit_open[exit_row, sym],
                               self.close_ff[exit_row, sym])
         trade_return = exit_price / entry_price - 1.0
+        dates, returns, positions = self._daily(sym, entry_row, exit_row, at_open, entry_price,
+                                                exit_price)
+        stats = summarize(trade_return, exit_row - entry_row + 1, reason == 2, returns,
+                          positions)
+        if not detail:
+            return BacktestResult(pd.DataFrame(), pd.DataFrame(), stats)
         trades = pd.DataFrame({
             "symbol": self.symbols[sym], "signal_date": self.dates[t],
             "entry_date": self.dates[entry_row], "entry_price": entry_price,
@@ -220,18 +260,20 @@ class BacktestEngine:
             "exit_reason": np.array(["signal", "max_days", "end_of_data"])[reason],
             "sessions_held": exit_row - entry_row + 1, "return": trade_return,
         }).sort_values(["entry_date", "symbol"], kind="stable", ignore_index=True)
-        daily = self._daily(sym, entry_row, exit_row, at_open, entry_price, exit_price)
-        return BacktestResult(trades, daily, summarize(trades, daily))
+        daily = pd.DataFrame({"date": dates, "return": returns, "positions": positions,
+                              "equity": np.cumprod(1.0 + returns)})
+        return BacktestResult(trades, daily, stats)
 
     def _daily(self, sym: np.ndarray, entry_row: np.ndarray, exit_row: np.ndarray,
                at_open: np.ndarray, entry_price: np.ndarray,
-               exit_price: np.ndarray) -> pd.DataFrame:
-        """Equal-weight daily portfolio returns over the positions exposed each session."""
+               exit_price: np.ndarray) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+        """Equal-weight daily portfolio returns over the positions exposed each session:
+        (dates, returns, open positions) from the first window date to the last exit."""
         n, m = self.n, self.m
-        change = np.zeros((n + 1, m), dtype=np.int32)
-        np.add.at(change, (entry_row, sym), 1)
-        np.add.at(change, (exit_row + 1, sym), -1)
-        held = np.cumsum(change[:n], axis=0) > 0
+        size = (n + 1) * m
+        change = (np.bincount(entry_row * m + sym, minlength=size)
+                  - np.bincount((exit_row + 1) * m + sym, minlength=size))
+        held = np.cumsum(change.reshape(n + 1, m)[:n], axis=0) > 0
         cell = np.where(held, self.close_to_close, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             cell[entry_row, sym] = self.close_ff[entry_row, sym] / entry_price - 1.0
@@ -240,40 +282,37 @@ class BacktestEngine:
                 exit_price[opened] / self.close_ff[exit_row[opened] - 1, sym[opened]] - 1.0)
         cell = np.nan_to_num(cell, nan=0.0)
         positions = held.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            returns = np.where(positions > 0, cell.sum(axis=1) / np.maximum(positions, 1), 0.0)
+        returns = np.where(positions > 0, cell.sum(axis=1) / np.maximum(positions, 1), 0.0)
         first = int(self.window_rows[0]) if len(self.window_rows) else 0
         last_held = int(np.nonzero(positions)[0].max()) if positions.any() else first
         end = max(last_held, int(self.window_rows[-1]) if len(self.window_rows) else first)
         span = slice(first, end + 1)
-        daily_returns = returns[span]
-        return pd.DataFrame({"date": self.dates[span], "return": daily_returns,
-                             "positions": positions[span],
-                             "equity": np.cumprod(1.0 + daily_returns)})
+        return self.dates[span], returns[span], positions[span]
 
 
-def summarize(trades: pd.DataFrame, daily: pd.DataFrame) -> dict[str, float]:
+def summarize(trade_returns: np.ndarray, sessions_held: np.ndarray, end_of_data: np.ndarray,
+              daily_returns: np.ndarray, positions: np.ndarray) -> dict[str, float]:
     """Trade-level and daily-portfolio statistics (Sharpe on daily returns, annualised)."""
-    returns = trades["return"].to_numpy(dtype=float)
+    returns = trade_returns
     wins, losses = returns[returns > 0], returns[returns < 0]
-    daily_returns = daily["return"].to_numpy(dtype=float)
-    equity = daily["equity"].to_numpy(dtype=float)
+    equity = np.cumprod(1.0 + daily_returns)
     std = daily_returns.std(ddof=1) if len(daily_returns) > 1 else np.nan
     drawdown = equity / np.maximum.accumulate(equity) - 1.0 if len(equity) else np.array([0.0])
+    has = len(returns) > 0
     return {
         "trades": float(len(returns)),
-        "win_rate": float((returns > 0).mean()) if len(returns) else np.nan,
-        "mean_trade_return": float(returns.mean()) if len(returns) else np.nan,
-        "median_trade_return": float(np.median(returns)) if len(returns) else np.nan,
+        "win_rate": float((returns > 0).mean()) if has else np.nan,
+        "mean_trade_return": float(returns.mean()) if has else np.nan,
+        "median_trade_return": float(np.median(returns)) if has else np.nan,
         "profit_factor": float(wins.sum() / -losses.sum()) if len(losses) else np.nan,
-        "mean_sessions_held": float(trades["sessions_held"].mean()) if len(returns) else np.nan,
-        "open_at_end": float((trades["exit_reason"] == "end_of_data").sum()),
+        "mean_sessions_held": float(sessions_held.mean()) if has else np.nan,
+        "open_at_end": float(end_of_data.sum()),
         "total_return": float(equity[-1] - 1.0) if len(equity) else 0.0,
         "sharpe_daily_annualised": float(daily_returns.mean() / std * np.sqrt(TRADING_DAYS))
         if np.isfinite(std) and std > 0 else np.nan,
         "max_drawdown": float(drawdown.min()),
-        "mean_positions": float(daily["positions"].mean()) if len(daily) else 0.0,
-        "exposure": float((daily["positions"] > 0).mean()) if len(daily) else 0.0,
+        "mean_positions": float(positions.mean()) if len(positions) else 0.0,
+        "exposure": float((positions > 0).mean()) if len(positions) else 0.0,
     }
 
 
@@ -314,9 +353,14 @@ def run_grid(engine: BacktestEngine, signals: dict[str, np.ndarray],
     progress-bar advance).
     """
     rows = []
-    for point in points:
+    # group combinations that share exit arrays; entry arrays are cached per (variant, buy)
+    ordered = sorted(points, key=lambda p: (p.variant, p.rule.distribution_run or 0,
+                                            p.rule.decay_days or 0, p.rule.decay_level or 0,
+                                            p.sell if p.sell is not None else np.inf, p.buy))
+    for point in ordered:
         result = engine.run(signals[point.variant], buy=point.buy, sell=point.sell,
-                            rule=point.rule, neutral=neutrals.get(point.variant, 0.0))
+                            rule=point.rule, neutral=neutrals.get(point.variant, 0.0),
+                            key=point.variant, detail=False)
         rows.append({"variant": point.variant, "buy": point.buy, "sell": point.sell,
                      "exit": point.rule.name, **result.stats})
         if callable(progress):

@@ -40,7 +40,8 @@ class RowSorter:
     """
 
     def __init__(self, values: np.ndarray) -> None:
-        self.order = np.argsort(values, axis=1, kind="stable")
+        values = np.ascontiguousarray(values)
+        self.order = np.argsort(values, axis=1)  # tie order is irrelevant: ties are averaged
         self.sorted = np.take_along_axis(values, self.order, axis=1)
         width = values.shape[1]
         new_group = np.ones(self.sorted.shape, dtype=bool)
@@ -58,7 +59,7 @@ class RowSorter:
         in_mask = np.isfinite(self.sorted)
         if mask is not None:
             in_mask &= np.take_along_axis(mask, self.order, axis=1)
-        through = np.cumsum(in_mask, axis=1)
+        through = np.cumsum(in_mask, axis=1, dtype=np.int32)
         before_group = np.take_along_axis(through - in_mask, self.first, axis=1)
         through_group = np.take_along_axis(through, self.last, axis=1)
         average = np.where(in_mask, (before_group + 1 + through_group) / 2.0, np.nan)
@@ -121,7 +122,7 @@ def time_series_ic(signal: np.ndarray, fwd: np.ndarray, min_obs: int = 20, *,
                    fwd_sorter: RowSorter | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-symbol Spearman correlation over time; returns (ic, observations) per symbol.
     Sorters, if given, must be built on the transposed (symbols x dates) matrices."""
-    s, f = signal.T, fwd.T
+    s, f = np.ascontiguousarray(signal.T), np.ascontiguousarray(fwd.T)
     mask = np.isfinite(s) & np.isfinite(f)
     ic = rowwise_corr((signal_sorter or RowSorter(s)).ranks(mask),
                       (fwd_sorter or RowSorter(f)).ranks(mask), min_obs)
@@ -306,7 +307,7 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
     ic_frames, quantile_frames, spread_frames, ticker_frames = [], [], [], []
     universe = {h: date_demeaned(f, np.isfinite(f)) for h, f in fwd_all.items()}
     fwd_sorters = {h: RowSorter(f) for h, f in fwd_all.items()}
-    fwd_sorters_t = {h: RowSorter(f.T) for h, f in fwd_all.items()}
+    fwd_sorters_t = {h: RowSorter(np.ascontiguousarray(f.T)) for h, f in fwd_all.items()}
     for h, fwd in fwd_all.items():
         everything = np.isfinite(fwd)
         rows += _metric_rows("events", "always_long", h, event_stats(
@@ -315,12 +316,14 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
         base = name.removeprefix("placebo:")
         variant = panel.variants.get(base)
         sorter = RowSorter(signal)
-        sorter_t = None if name.startswith("placebo:") else RowSorter(signal.T)
+        sorter_t = (None if name.startswith("placebo:")
+                    else RowSorter(np.ascontiguousarray(signal.T)))
         labels = quantile_labels(signal, quantiles, sorter)
-        rows += _metric_rows("turnover", name, None, {
-            "top_quantile_turnover": quantile_turnover(labels, quantiles),
-            "bottom_quantile_turnover": quantile_turnover(labels, 1),
-            "rank_autocorrelation": rank_autocorrelation(signal, sorter)})
+        if sorter_t is not None:  # turnover of a shuffled signal says nothing
+            rows += _metric_rows("turnover", name, None, {
+                "top_quantile_turnover": quantile_turnover(labels, quantiles),
+                "bottom_quantile_turnover": quantile_turnover(labels, 1),
+                "rank_autocorrelation": rank_autocorrelation(signal, sorter)})
         for h, fwd in fwd_all.items():
             ic = cross_sectional_ic(signal, fwd, min_assets, signal_sorter=sorter,
                                     fwd_sorter=fwd_sorters[h])

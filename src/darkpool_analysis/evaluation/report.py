@@ -176,9 +176,10 @@ def rich_summary(result: EvaluationResult, grid: pd.DataFrame | None = None) -> 
     table = Table(title=f"Signal evaluation - {result.label}", caption=PROXY_CAVEAT)
     for column in ("variant", "h", "IC mean", "t", "t (non-overlap)", "p", "IR",
                    "top-bottom (demeaned)"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
+        table.add_column(column, justify="left" if column == "variant" else "right",
+                         overflow="fold", min_width=12 if column == "variant" else None)
     for row in headline(result).itertuples(index=False):
-        table.add_row(str(row.variant), str(row.horizon), f"{row.mean:+.4f}",
+        table.add_row(str(row.variant), f"{int(row.horizon)}", f"{row.mean:+.4f}",
                       f"{row.t_stat:+.2f}", f"{row.t_stat_nonoverlap:+.2f}",
                       f"{row.p_value:.3f}", f"{row.ir:+.3f}", f"{row.spread_demeaned:+.4%}")
     tables = [table]
@@ -187,7 +188,8 @@ def rich_summary(result: EvaluationResult, grid: pd.DataFrame | None = None) -> 
         bt = Table(title="Event backtests (top 10 by daily Sharpe)")
         for column in ("variant", "buy", "sell", "exit", "trades", "win", "PF", "Sharpe",
                        "max DD"):
-            bt.add_column(column, justify="left" if column in ("variant", "exit") else "right")
+            bt.add_column(column, justify="left" if column in ("variant", "exit") else "right",
+                          overflow="fold")
         for row in best.itertuples(index=False):
             bt.add_row(str(row.variant), f"{row.buy:g}",
                        "" if pd.isna(row.sell) else f"{row.sell:g}", str(row.exit),

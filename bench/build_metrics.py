@@ -1,0 +1,159 @@
+"""Benchmark ``darkpool build`` (read + compute + write of daily_metrics) on synthetic data.
+
+For each size SYMBOLSxSESSIONS a DuckDB database with CNMS short-sale rows and daily bars is
+generated, then, each in a fresh subprocess (so peak RSS is its own):
+
+* ``build``: ``build_metrics`` on the whole database (read, compute, one write transaction);
+* ``pandas``: a straightforward pandas implementation of the same columns (merge on the
+  session grid, ``groupby().rolling()`` z-scores), compute only, as the baseline.
+
+Usage::
+
+    python bench/build_metrics.py --sizes 500x250,3000x1260,10000x1260
+    python bench/build_metrics.py --sizes 500x250 --baseline-max-rows 0   # skip the baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from darkpool_analysis.build import build_metrics
+from darkpool_analysis.config import load_config
+from darkpool_analysis.store import migrate, open_writer
+from darkpool_analysis.trading_calendar import sessions_index
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generate(db: Path, n_symbols: int, n_sessions: int, seed: int = 0) -> int:
+    """Write synthetic CNMS rows (5% missing) and bars for every symbol; return grid rows."""
+    rng = np.random.default_rng(seed)
+    days = sessions_index("2015-01-02", "2025-12-31")[-n_sessions:].values.astype("datetime64[D]")
+    n = n_symbols * n_sessions
+    names = np.array([f"S{i:05d}" for i in range(n_symbols)])
+    symbol = pa.DictionaryArray.from_arrays(
+        pa.array(np.repeat(np.arange(n_symbols, dtype=np.int32), n_sessions)), pa.array(names))
+    date = pa.array(np.tile(days, n_symbols))
+    total = np.round(rng.lognormal(13, 1, n))
+    short = np.round(total * rng.uniform(0.2, 0.7, n))
+    keep = pa.array(rng.random(n) > 0.05)
+    now = pa.array(np.full(n, np.datetime64("2025-01-01T00:00:00"), dtype="datetime64[us]"))
+    short_table = pa.table({
+        "trade_date": date, "facility": pa.array(np.full(n, "CNMS")), "symbol": symbol,
+        "symbol_norm": symbol, "short_volume": short, "short_exempt_volume": short * 0.01,
+        "total_volume": total, "market": pa.array(np.full(n, "Q")),
+        "source_file": pa.array(np.full(n, "synthetic")), "sha256": pa.array(np.full(n, "0")),
+        "fetched_at": now}).filter(keep)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_symbols, n_sessions)), axis=1)).ravel()
+    price_table = pa.table({
+        "symbol": symbol, "date": date, "open": close, "high": close * 1.01,
+        "low": close * 0.99, "close": close, "vwap": close, "volume": total * 3,
+        "provider": pa.array(np.full(n, "csv")), "fetched_at": now})
+    with duckdb.connect(str(db)) as conn:
+        migrate(conn)
+        conn.register("short_rows", short_table)
+        conn.register("price_rows", price_table)
+        conn.execute("INSERT INTO finra_short_daily_raw BY NAME SELECT * FROM short_rows")
+        conn.execute("INSERT INTO prices_daily BY NAME SELECT * FROM price_rows")
+    return n
+
+
+def run_build(db: Path) -> dict[str, float]:
+    settings = load_config(db_path=db)
+    started = time.perf_counter()
+    with open_writer(db, publish_interval=1e9) as writer:
+        result = build_metrics(writer, settings)
+        built = time.perf_counter() - started
+    return {"seconds": built, "seconds_with_publish": time.perf_counter() - started,
+            "rows": result.rows_written, "peak_mb": _peak_mb()}
+
+
+def run_pandas(db: Path) -> dict[str, float]:
+    """The obvious pandas implementation of the same columns (compute only)."""
+    settings = load_config(db_path=db)
+    w, mp = settings.short_z_window, settings.zscore_min_periods
+    with duckdb.connect(str(db), read_only=True) as conn:
+        short = conn.execute("SELECT symbol_norm AS symbol, trade_date AS date, short_volume, "
+                             "total_volume FROM finra_short_daily_raw").df()
+        prices = conn.execute("SELECT symbol, date, open, high, low, close, volume "
+                              "FROM prices_daily").df()
+    started = time.perf_counter()
+    seen = pd.concat([short[["symbol", "date"]], prices[["symbol", "date"]]])
+    spans = seen.groupby("symbol")["date"].agg(["min", "max"]).reset_index()
+    sessions = pd.DataFrame({"date": sessions_index(seen["date"].min(), seen["date"].max())})
+    grid = spans.merge(sessions, how="cross")
+    grid = grid.loc[(grid["date"] >= grid["min"]) & (grid["date"] <= grid["max"]),
+                    ["symbol", "date"]]
+    df = grid.merge(short, on=["symbol", "date"], how="left").merge(
+        prices, on=["symbol", "date"], how="left").sort_values(["symbol", "date"])
+    b = df["short_volume"]
+    s = (df["total_volume"] - b).clip(lower=0)
+    df["short_ratio"] = b / df["total_volume"]
+    df["short_buy_sell_ratio"] = (b / s).where(s > 0)
+    df["vw_flow"] = (b.fillna(0) - s.fillna(0)).where(b.notna() | s.notna())
+    df["return_1d"] = df["close"] / df.groupby("symbol")["close"].shift(1) - 1
+    df["range_pct"] = (df["high"] - df["low"]) / df["close"]
+    for column in ("short_buy_sell_ratio", "short_ratio", "short_volume", "vw_flow",
+                   "return_1d"):
+        rolling = df.groupby("symbol")[column].rolling(w, min_periods=mp)
+        mean = rolling.mean().reset_index(level=0, drop=True)
+        std = rolling.std(ddof=0).reset_index(level=0, drop=True)
+        df[f"{column}_z"] = (df[column] - mean) / std.where(std > 0)
+    return {"seconds": time.perf_counter() - started, "rows": len(df), "peak_mb": _peak_mb()}
+
+
+def _child(phase: str, db: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--phase", phase, "--db", str(db)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="500x250,3000x1260,10000x1260",
+                        help="comma-separated SYMBOLSxSESSIONS")
+    parser.add_argument("--baseline-max-rows", type=int, default=20_000_000,
+                        help="skip the pandas baseline above this many grid rows")
+    parser.add_argument("--phase", choices=["build", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        runner = run_build if args.phase == "build" else run_pandas
+        print(json.dumps(runner(args.db)))
+        return
+    print(f"{'size':>12} {'rows':>11} {'build s':>8} {'rows/s':>11} {'peak MB':>8} "
+          f"{'pandas s':>9} {'pandas MB':>9} {'speed-up':>8}")
+    for size in args.sizes.split(","):
+        n_symbols, n_sessions = (int(v) for v in size.lower().split("x"))
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "bench.duckdb"
+            generate(db, n_symbols, n_sessions)
+            build = _child("build", db)
+            line = (f"{size:>12} {build['rows']:>11,} {build['seconds']:>8.2f} "
+                    f"{build['rows'] / build['seconds']:>11,.0f} {build['peak_mb']:>8.0f}")
+            if build["rows"] <= args.baseline_max_rows:
+                base = _child("pandas", db)
+                line += (f" {base['seconds']:>9.2f} {base['peak_mb']:>9.0f} "
+                         f"{base['seconds'] / build['seconds']:>7.1f}x")
+            else:
+                line += f" {'skipped':>9}"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

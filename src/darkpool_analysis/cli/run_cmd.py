@@ -1,0 +1,83 @@
+"""``darkpool run`` (the main job) and ``darkpool demo`` (the same, offline, synthetic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from darkpool_analysis.cli.app import app, config, console, err_console, handle_errors
+from darkpool_analysis.cli.ingest_finra_short import _RichProgress
+from darkpool_analysis.pipeline import JobResult, run_demo, run_job
+from darkpool_analysis.synthetic import SYNTHETIC_LABEL
+
+
+def _report(result: JobResult, *, synthetic: bool = False) -> None:
+    table = Table(title="Where everything went" + (f" ({SYNTHETIC_LABEL})" if synthetic
+                                                    else ""),
+                  title_justify="left", header_style="bold cyan", show_header=False)
+    table.add_column("what")
+    table.add_column("where")
+    table.add_row("database", str(result.db_path))
+    if result.finra is not None:
+        counts = result.finra.counts
+        table.add_row("FINRA short files", ", ".join(f"{k} {v}" for k, v in counts.items()
+                                                     if v))
+    if result.prices is not None:
+        table.add_row("price bars", f"{result.prices.rows:,} rows from "
+                      f"{result.prices.provider} for {len(result.prices.stored)} ticker(s)"
+                      + (f"; missing {', '.join(result.prices.missing)}"
+                         if result.prices.missing else ""))
+    table.add_row("daily_metrics", f"{result.metrics_rows:,} rows built")
+    for ticker, path in result.charts.items():
+        table.add_row(f"chart {ticker}", str(path))
+    for ticker, why in result.skipped.items():
+        table.add_row(f"[yellow]no chart {ticker}[/]", why)
+    console.print(table)
+
+
+@app.command("run")
+@handle_errors
+def run(
+    tickers: Annotated[str | None, typer.Option(
+        "--tickers", help="Comma-separated tickers (default DARKPOOL_TICKERS).")] = None,
+    days: Annotated[int, typer.Option("--days", min=1, max=2520,
+                                      help="Sessions to chart (data is fetched with a "
+                                           "z-score warm-up before them).")] = 60,
+    provider: Annotated[str | None, typer.Option(
+        "--provider", help="Price provider: polygon, yahoo (default: polygon when "
+                           "POLYGON_API_KEY is set, else yahoo).")] = None,
+) -> None:
+    """The main job: ingest FINRA short volume and prices, build metrics, chart each ticker."""
+    settings = config()
+    chosen = ([t.strip().upper() for t in tickers.split(",") if t.strip()] if tickers
+              else settings.tickers)
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console) as bar:
+        result = run_job(settings, tickers=chosen, days=days, provider=provider,
+                         finra_progress=_RichProgress(bar), notify=err_console.print)
+    _report(result)
+    if result.finra is not None and not result.finra.ok:
+        err_console.print("[bold red]error:[/] some FINRA files failed (see above)")
+        raise typer.Exit(code=1)
+
+
+@app.command("demo")
+@handle_errors
+def demo(
+    db: Annotated[Path | None, typer.Option(
+        "--db", help="Database for the demo (default: demo.duckdb next to DARKPOOL_DB).")
+    ] = None,
+) -> None:
+    """Fully offline: a deterministic synthetic market in the real FINRA and Yahoo formats,
+    ingested through the real code path, metrics built and the seed's chart written."""
+    settings = config()
+    result = run_demo(settings, db_path=db, notify=err_console.print)
+    _report(result, synthetic=True)
+    console.print(
+        f"Point the seed notebook at it: [bold]export DARKPOOL_DB={result.db_path}[/] "
+        "(it charts NKE, 2025-11-01..2025-12-31, synthetic).", highlight=False)
