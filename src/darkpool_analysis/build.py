@@ -34,6 +34,7 @@ from darkpool_analysis.metrics import (
     OTC_COLUMNS,
     PRICE_INPUT_COLUMNS,
     SHORT_INPUT_COLUMNS,
+    SHORT_SOURCES,
     assemble_grid,
     compute_daily_metrics,
     session_numbers_of,
@@ -225,7 +226,7 @@ def _batch_inputs(conn: duckdb.DuckDBPyConnection, names: np.ndarray, load_start
         "short_exempt_volume": short["short_exempt_volume"],
         "total_volume": short["total_volume"],
         "short_source": pd.Categorical.from_codes(
-            short["source_code"], categories=["CNMS", "FACILITY_SUM", "FORF"]),
+            short["source_code"], categories=list(SHORT_SOURCES)),
     }, columns=list(SHORT_INPUT_COLUMNS))
     price_frame = pd.DataFrame({
         "symbol": symbols_of(prices["symbol_id"]),

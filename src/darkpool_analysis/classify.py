@@ -26,7 +26,6 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
 
 #: Bumped whenever a rule, a filter or the aggregation changes (stored with every row).
 CLASSIFY_VERSION = "lit-1"
@@ -445,6 +444,8 @@ def bvc_buy_fraction(price_change: FloatArray, sigma: float | FloatArray | None 
     sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), change.shape)
     informative = np.isfinite(sig) & (sig > 0) & np.isfinite(change)
     z = np.divide(change, sig, out=np.zeros_like(change), where=informative)
+    from scipy import special  # only BVC needs it; keeps the CLI start-up light
+
     return special.ndtr(z) if df is None else special.stdtr(df, z)
 
 

@@ -25,6 +25,7 @@ sorted by (symbol, date), one row per session with no gaps; ``symbol`` categoric
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 #: Columns of the consolidated short-sale frame given to :func:`assemble_grid`.
 SHORT_INPUT_COLUMNS = ("symbol", "date", "short_volume", "short_exempt_volume", "total_volume",
                        "short_source")
+#: ``short_source`` values: the CNMS row, the FNSQ+FNQC+FNYX+FNRA sum, or an ORF row.
+SHORT_SOURCES = ("CNMS", "FACILITY_SUM", "FORF")
 #: Columns of the price frame (daily bars, normalised symbols).
 PRICE_INPUT_COLUMNS = ("symbol", "date", "open", "high", "low", "close", "vwap", "volume")
 #: Columns of the lit-direction frame (classified lit volume; may be empty).
@@ -171,8 +174,11 @@ def _scatter(size: int, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scatter_labels(size: int, pos: np.ndarray, values: pd.Series) -> pd.Categorical:
-    labels = pd.Categorical(values)
+def _scatter_labels(size: int, pos: np.ndarray, values: pd.Series,
+                    categories: Sequence[str] | None = None) -> pd.Categorical:
+    labels = pd.Categorical(values, categories=categories)
+    if categories is not None and (labels.codes[values.notna().to_numpy()] < 0).any():
+        raise ValueError(f"unexpected label in {values.name!r}; expected one of {categories}")
     codes = np.full(size, -1, dtype=np.int16)
     codes[pos] = labels.codes
     return pd.Categorical.from_codes(codes, categories=labels.categories)
@@ -248,7 +254,7 @@ def assemble_grid(
     rows = short.loc[keep]
     for column in _SHORT_VALUES:
         grid[column] = _scatter(size, pos, _float(rows, column))
-    grid["short_source"] = _scatter_labels(size, pos, rows["short_source"])
+    grid["short_source"] = _scatter_labels(size, pos, rows["short_source"], SHORT_SOURCES)
     has_short = np.zeros(size, dtype=bool)
     has_short[pos] = True
 

@@ -99,3 +99,11 @@ def test_walk_forward_picks_the_informative_variant() -> None:
     assert (windows["test_start"] > windows["train_end"]).all()
     summary = summarize_walk_forward(windows)
     assert summary["oos_mean_excess"] > 0.005 and summary["oos_ic"] > 0.2
+
+
+def test_cli_mirrors_backtest_exit_defaults() -> None:
+    from darkpool_analysis.cli import evaluate_cmd
+    from darkpool_analysis.evaluation import backtest
+
+    assert evaluate_cmd.DEFAULT_EXITS == backtest.DEFAULT_EXITS
+    assert evaluate_cmd.EXIT_HELP == backtest.EXIT_HELP

@@ -19,6 +19,9 @@ from darkpool_analysis.cli.app import app, config, console, handle_errors
 if TYPE_CHECKING:
     import pandas as pd
 
+    from darkpool_analysis.config import Settings
+    from darkpool_analysis.sandbox_lab import LabPlan
+
 #: Data gaps listed by date in the summary (the rest are counted).
 SHOWN_GAPS = 10
 
@@ -78,12 +81,34 @@ def sandbox(
     experimental: Annotated[bool, typer.Option(
         "--experimental", help="Also write the imbalance x log1p(B + S) figure "
         "(<out stem>_experimental).")] = False,
+    variants: Annotated[str | None, typer.Option(
+        "--variants", help="Comma-separated signal variants (registry names or --formula "
+        "names), one panel each in a second figure <out stem>_lab.")] = None,
+    formula: Annotated[list[str] | None, typer.Option(
+        "--formula", help="name=<expression> (as in `darkpool evaluate`); repeatable; "
+        "drawn as a variant panel.")] = None,
+    formula_file: Annotated[list[Path] | None, typer.Option(
+        "--formula-file", help="TOML file with a [formulas] table; repeatable.")] = None,
+    panels: Annotated[str | None, typer.Option(
+        "--panels", help="Comma-separated extra panels: price, heatmap, hist, bands, otc; "
+        "prefix with + to append below the seed's 7 panels (e.g. +otc), otherwise they go "
+        "into <out stem>_lab.")] = None,
+    hist_signal: Annotated[str | None, typer.Option(
+        "--hist-signal", help="Signal of the hist panel (default: the first z-scale variant, "
+        "else finra_buy_volume_z).")] = None,
+    bands_signal: Annotated[str | None, typer.Option(
+        "--bands-signal", help="Signal of the bands panel (default: as --hist-signal).")
+    ] = None,
+    bands_window: Annotated[int, typer.Option(
+        "--bands-window", min=2, max=2520,
+        help="Past sessions of the bands panel's rolling median/MAD.")] = 20,
 ) -> None:
     """Chart the seed's three accumulation-score variants for one ticker (read-only).
 
     FINRA "buy" volume is FINRA short-sale volume: a proxy for dealer-filled buying.
     """
     from darkpool_analysis import sandbox as sandbox_lib
+    from darkpool_analysis import sandbox_lab
     from darkpool_analysis.views import FIGURE_SUFFIXES, sandbox_chart, save_figure
 
     _check_suffix(out, FIGURE_SUFFIXES, "--out")
@@ -93,6 +118,8 @@ def sandbox(
         raise typer.BadParameter(f"--start {first} is after --end {last}", param_hint="--start")
 
     cfg = config()
+    lab_plan = sandbox_lab.plan_lab(variants, formula or [], formula_file or [], panels,
+                                    hist_signal, bands_signal, bands_window)
     symbol = sandbox_lib.normalise_ticker(ticker)
     first, last = sandbox_lib.default_range(symbol, first, last, settings=cfg)
     warmup = not (seed_exact or no_warmup)
@@ -101,8 +128,13 @@ def sandbox(
                              blend_flow_weight=blend_flow_weight)
 
     chart_path = out or cfg.output_dir / f"{symbol}_sandbox_{first}_{last}.png"
-    fig = sandbox_chart.plot(frame, dot_mode.value, blend_short_weight, blend_flow_weight)
-    written = [save_figure(fig, chart_path)]
+    if lab_plan is None:
+        fig = sandbox_chart.plot(frame, dot_mode.value, blend_short_weight, blend_flow_weight)
+        written = [save_figure(fig, chart_path)]
+    else:
+        written = _lab_figures(lab_plan, frame, chart_path, dot_mode=dot_mode.value,
+                               blend_short_weight=blend_short_weight,
+                               blend_flow_weight=blend_flow_weight, settings=cfg)
     if experimental:
         exp_path = chart_path.with_name(f"{chart_path.stem}_experimental{chart_path.suffix}")
         written.append(save_figure(sandbox_chart.plot_experimental(frame), exp_path))
@@ -114,6 +146,38 @@ def sandbox(
     _print_summary(frame, symbol, first, last, warmup)
     for path in written:
         console.print(f"[green]wrote[/] {path}", highlight=False)
+
+
+def _lab_figures(plan: LabPlan, frame: pd.DataFrame, chart_path: Path, *, dot_mode: str,
+                 blend_short_weight: float, blend_flow_weight: float,
+                 settings: Settings) -> list[Path]:
+    """The seed chart (with ``+`` panels appended) and, when asked, the lab figure
+    ``<stem>_lab<suffix>``; returns the paths written."""
+    from darkpool_analysis import sandbox_lab
+    from darkpool_analysis.views import lab_chart, sandbox_chart, save_figure
+
+    dates = frame["date"]
+    params = sandbox_lab.variant_params(plan.to_compute, settings,
+                                        blend_short_weight=blend_short_weight,
+                                        blend_flow_weight=blend_flow_weight)
+    lab = sandbox_lab.load_lab(str(frame["symbol"].iloc[0]), dates.iloc[0], dates.iloc[-1],
+                               plan.to_compute, formulas=plan.formulas, params=params,
+                               bands_signal=plan.bands_signal, bands_window=plan.bands_window,
+                               settings=settings)
+    if plan.panels.appended:
+        seed_fig = lab_chart.plot_seed_with_panels(
+            frame, lab, plan.panels.appended, dot_mode=dot_mode,
+            blend_short_weight=blend_short_weight, blend_flow_weight=blend_flow_weight,
+            compare=plan.compare, hist_signal=plan.hist_signal)
+    else:
+        seed_fig = sandbox_chart.plot(frame, dot_mode, blend_short_weight, blend_flow_weight)
+    written = [save_figure(seed_fig, chart_path)]
+    if plan.lab_figure:
+        lab_fig = lab_chart.plot_lab(lab, plan.variants, plan.panels.lab, compare=plan.compare,
+                                     hist_signal=plan.hist_signal)
+        lab_path = chart_path.with_name(f"{chart_path.stem}_lab{chart_path.suffix}")
+        written.append(save_figure(lab_fig, lab_path))
+    return written
 
 
 def _print_summary(frame: pd.DataFrame, symbol: str, first: dt.date, last: dt.date,
