@@ -16,18 +16,21 @@ look that far back), aligned to the rolling layout's blocks
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from darkpool_analysis.config import Settings
+from darkpool_analysis.config import OtcAlignment, Settings
 from darkpool_analysis.errors import NoDataError
 from darkpool_analysis.metrics import (
     LIT_INPUT_COLUMNS,
@@ -40,6 +43,7 @@ from darkpool_analysis.metrics import (
     session_numbers_of,
     warmup_block_floor,
 )
+from darkpool_analysis.otc_metrics import load_otc_inputs, otc_daily_block
 from darkpool_analysis.store import Writer
 from darkpool_analysis.symbols import to_feed
 from darkpool_analysis.trading_calendar import (
@@ -64,7 +68,12 @@ _EPOCH = "DATE '1970-01-01'"
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What a build wrote."""
+    """What a build wrote, and where its time went.
+
+    ``read_seconds``/``compute_seconds`` are spent in the calling thread;
+    ``write_seconds`` is the delete + inserts + commit, the inserts running in a worker thread
+    while the next batch is computed, so the three parts can add up to more than ``seconds``.
+    """
 
     symbols: int
     rows_written: int
@@ -72,6 +81,10 @@ class BuildResult:
     end: dt.date | None
     seconds: float
     missing_symbols: tuple[str, ...] = field(default_factory=tuple)
+    read_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    write_seconds: float = 0.0
+    otc_alignment: OtcAlignment = "published"
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -168,15 +181,31 @@ def _read_lit(conn: duckdb.DuckDBPyConnection, load_start: dt.date,
 
 
 def _otc_block(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str], start: dt.date,
-               end: dt.date, settings: Settings) -> pd.DataFrame:
-    """The point-in-time OTC weekly columns for ``symbols`` on sessions in ``[start, end]``.
+               end: dt.date, settings: Settings, alignment: OtcAlignment) -> pd.DataFrame:
+    """The point-in-time OTC weekly columns (``otc_metrics``) of ``symbols`` on ``[start, end]``.
 
-    Returns a frame with :data:`~darkpool_analysis.metrics.OTC_COLUMNS`. The OTC computation
-    (``otc_metrics``) is wired in here by the coordinator; until then the frame is empty, so
-    every row gets NULL OTC values, ``otc_status = 'None'`` and ``has_otc = False``.
+    Only symbols with rows in ``finra_otc_weekly_raw`` are computed (the others get the
+    defaults of :func:`~darkpool_analysis.metrics.compute_daily_metrics`); with no such row
+    this is one cheap query. Returns a frame with :data:`~darkpool_analysis.metrics.OTC_COLUMNS`.
     """
-    del conn, symbols, start, end, settings  # consumed once otc_metrics is wired in
-    return pd.DataFrame({c: pd.Series([], dtype=object) for c in OTC_COLUMNS})
+    conn.register("_build_otc_symbols", pd.DataFrame({"symbol": list(symbols)}))
+    try:
+        with_otc = [row[0] for row in conn.execute("""
+            SELECT DISTINCT r.symbol_norm FROM finra_otc_weekly_raw r
+            SEMI JOIN _build_otc_symbols b ON r.symbol_norm = b.symbol
+            ORDER BY 1
+        """).fetchall()]
+    finally:
+        conn.unregister("_build_otc_symbols")
+    if not with_otc:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in OTC_COLUMNS})
+    weekly, daily_volume = load_otc_inputs(conn, with_otc, start, end,
+                                           z_window=settings.otc_z_window)
+    if weekly.empty:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in OTC_COLUMNS})
+    return otc_daily_block(weekly, daily_volume, sessions_index(start, end),
+                           alignment=alignment, z_window=settings.otc_z_window,
+                           z_min_periods=settings.otc_z_min_periods, symbols=with_otc)
 
 
 def _load_from(first: dt.date, settings: Settings) -> pd.Timestamp:
@@ -237,6 +266,34 @@ def _batch_inputs(conn: duckdb.DuckDBPyConnection, names: np.ndarray, load_start
     return short_frame, price_frame, lit[list(LIT_INPUT_COLUMNS)]
 
 
+@contextlib.contextmanager
+def _bulk_insert_settings(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """``preserve_insertion_order = false`` while the build inserts, then the previous value.
+
+    Lets DuckDB write row groups from both threads in any order (readers always sort); the
+    rows themselves are unchanged.
+    """
+    row = conn.execute("SELECT current_setting('preserve_insertion_order')").fetchone()
+    previous = bool(row[0]) if row else True
+    conn.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        conn.execute(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
+
+
+def _insert_metrics(conn: duckdb.DuckDBPyConnection, metrics: pd.DataFrame) -> float:
+    """Insert one computed batch (as Arrow: DuckDB scans it without the GIL); its seconds."""
+    started = time.perf_counter()
+    table = pa.Table.from_pandas(metrics, preserve_index=False)
+    conn.register("_build_metrics", table)
+    try:
+        conn.execute("INSERT INTO daily_metrics BY NAME SELECT * FROM _build_metrics")
+    finally:
+        conn.unregister("_build_metrics")
+    return time.perf_counter() - started
+
+
 def build_metrics(
     writer: Writer,
     settings: Settings,
@@ -246,15 +303,28 @@ def build_metrics(
     *,
     progress: ProgressCallback | None = None,
     rows_per_batch: int = ROWS_PER_BATCH,
+    otc_alignment: OtcAlignment | None = None,
 ) -> BuildResult:
     """Recompute ``daily_metrics`` for ``symbols`` (default: all) on ``[start, end]``.
 
     Values equal those of a full build; rows outside the symbols/range are not touched.
     Symbols are normalised (``BRK/B``, ``BRK-B`` -> ``BRK.B``). ``progress(done, total)`` is
-    called with grid rows after each batch. Raises :class:`NoDataError` when the database holds
-    no short-sale or price data for the request.
+    called with grid rows after each batch. ``otc_alignment`` (default
+    ``settings.otc_alignment``) picks the OTC rule: ``published`` (point in time) or ``week``
+    (the original look-ahead, logged as a warning and stored on every row). Raises
+    :class:`NoDataError` when the database holds no short-sale or price data for the request.
+
+    Batch k+1 is read and computed while a worker thread inserts batch k (numpy and DuckDB
+    release the GIL); at most two computed batches are alive at a time.
     """
     started = time.perf_counter()
+    alignment: OtcAlignment = otc_alignment or settings.otc_alignment
+    if alignment not in ("published", "week"):
+        raise ValueError(f"otc_alignment must be 'published' or 'week', got {alignment!r}")
+    if alignment == "week":
+        log.warning("LOOK-AHEAD: otc_alignment='week' attaches each OTC week's final values to "
+                    "the sessions of that week, 2-4 weeks before FINRA published them; rows "
+                    "are labelled otc_alignment='week' and must not be used for backtests")
     conn = writer.conn
     requested = _normalise_request(symbols)
     first = to_date(start) if start is not None else None
@@ -292,39 +362,76 @@ def build_metrics(
                   else spans["first_date"].min().date() if len(spans) else dt.date(2000, 1, 3))
     load_end = last if last is not None else (spans["last_date"].max().date()
                                               if len(spans) else load_start)
+    otc_start = first if first is not None else load_start
     total_rows = int(approx_rows.sum()) if len(spans) else 0
 
-    written = 0
-    done = 0
-    with writer.transaction() as tx:
+    def read(part: slice) -> tuple[pd.DataFrame, tuple[pd.DataFrame, ...]]:
+        names = spans["symbol"].iloc[part].to_numpy(dtype=object)
+        short, prices, lit = _batch_inputs(tx, names, load_start, load_end)
+        otc = _otc_block(tx, list(names), otc_start, load_end, settings, alignment)
+        return spans.iloc[part], (short, prices, lit, otc)
+
+    def compute(batch_spans: pd.DataFrame, inputs: tuple[pd.DataFrame, ...]) -> pd.DataFrame:
+        short, prices, lit, otc = inputs
+        grid = assemble_grid(short, prices, lit, spans=batch_spans)
+        metrics = compute_daily_metrics(grid, settings, otc, otc_alignment=alignment)
+        if write_from is not None:
+            metrics = metrics.loc[metrics["date"].to_numpy() >= write_from.to_datetime64()]
+        return metrics
+
+    written = done = 0
+    read_seconds = compute_seconds = write_seconds = 0.0
+    with writer.transaction() as tx, _bulk_insert_settings(tx):
+        tick = time.perf_counter()
         _delete_affected(tx, requested, first, last)
-        for part in batches:
-            batch_spans = spans.iloc[part]
-            names = batch_spans["symbol"].to_numpy(dtype=object)
-            short, prices, lit = _batch_inputs(tx, names, load_start, load_end)
-            grid = assemble_grid(short, prices, lit, spans=batch_spans)
-            otc = _otc_block(tx, list(names), load_start, load_end, settings)
-            metrics = compute_daily_metrics(grid, settings, otc)
-            if write_from is not None:
-                metrics = metrics.loc[metrics["date"].to_numpy() >= write_from.to_datetime64()]
-            tx.register("_build_metrics", metrics)
-            try:
-                tx.execute("INSERT INTO daily_metrics BY NAME SELECT * FROM _build_metrics")
-            finally:
-                tx.unregister("_build_metrics")
-            written += len(metrics)
-            done += int(approx_rows[part].sum())
-            if progress is not None:
-                progress(done, total_rows)
+        write_seconds += time.perf_counter() - tick
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="daily-metrics-insert") as pool:
+            # Schedule: compute k || insert k-1, then read k+1 (the connection runs one
+            # statement at a time), then hand k to the insert thread.
+            pending: Future[float] | None = None
+            ready: list[tuple[pd.DataFrame, tuple[pd.DataFrame, ...]]] = []
+            for k, part in enumerate(batches):
+                if not ready:
+                    tick = time.perf_counter()
+                    ready.append(read(part))
+                    read_seconds += time.perf_counter() - tick
+                batch_spans, inputs = ready.pop()
+                tick = time.perf_counter()
+                metrics = compute(batch_spans, inputs)
+                compute_seconds += time.perf_counter() - tick
+                del inputs
+                if pending is not None:
+                    write_seconds += pending.result()
+                if k + 1 < len(batches):
+                    tick = time.perf_counter()
+                    ready.append(read(batches[k + 1]))
+                    read_seconds += time.perf_counter() - tick
+                pending = pool.submit(_insert_metrics, tx, metrics)
+                written += len(metrics)
+                del metrics
+                done += int(approx_rows[part].sum())
+                if progress is not None:
+                    progress(done, total_rows)
+            if pending is not None:
+                write_seconds += pending.result()
+        tick = time.perf_counter()
+    write_seconds += time.perf_counter() - tick   # the commit
     seconds = time.perf_counter() - started
-    log.info("daily_metrics: %d rows for %d symbols in %.2fs", written, len(spans), seconds)
+    log.info("daily_metrics: %d rows for %d symbols in %.2fs (read %.2fs, compute %.2fs, "
+             "write %.2fs)", written, len(spans), seconds, read_seconds, compute_seconds,
+             write_seconds)
     return BuildResult(symbols=len(spans), rows_written=written, start=first, end=last,
-                       seconds=seconds, missing_symbols=missing)
+                       seconds=seconds, missing_symbols=missing, read_seconds=read_seconds,
+                       compute_seconds=compute_seconds, write_seconds=write_seconds,
+                       otc_alignment=alignment)
 
 
 def _delete_affected(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None,
                      start: dt.date | None, end: dt.date | None) -> None:
-    """Delete the rows a build replaces (the requested symbols and date range)."""
+    """Delete the rows a build replaces (the requested symbols and date range).
+
+    A full build (no symbols, no range) empties the table with an unfiltered ``DELETE``.
+    """
     clauses: list[str] = []
     params: list[object] = []
     if symbols is not None:

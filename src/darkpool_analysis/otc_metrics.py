@@ -36,6 +36,7 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from darkpool_analysis import trading_calendar
 
@@ -156,57 +157,153 @@ SELECT symbol, e, k, tier, off_volume, rate,
 FROM stats
 """
 
-_SQL_DAILY_PUBLISHED = """
-WITH joined AS (
-    SELECT g.symbol, g.date, s.k, s.off_volume, s.rate, s.z, s.delta,
-           -- the newest Monday w with w + 7 x (1 + delay) <= date, for the week's tier
-           CAST(g.date - CAST(7 * (1 + CASE s.tier WHEN 'T1' THEN 2 ELSE 4 END) AS INTEGER)
-                AS DATE) AS rule_day
-    FROM grid_input g
-    ASOF LEFT JOIN otc_event_stats s ON g.symbol = s.symbol AND g.date >= s.e
-)
-SELECT symbol, date, k AS otc_week_used, off_volume AS otc_off_exchange_volume,
-       rate AS otc_participation_rate, z AS otc_participation_z,
-       delta AS otc_participation_delta,
-       CASE WHEN k IS NULL THEN 0
-            WHEN k >= rule_day - CAST(isodow(rule_day) - 1 AS INTEGER) THEN 1
-            ELSE 2 END AS status_code
-FROM joined
-ORDER BY symbol, date
+# The last step (one row per symbol x session) runs in numpy on these per-event arrays: an
+# as-of lookup with ``np.searchsorted`` on sorted (symbol, day) keys, without materialising the
+# grid in DuckDB nor converting millions of DATE/VARCHAR values back to pandas.
+_SQL_EVENT_ARRAYS = """
+SELECT symbol, e - DATE '1970-01-01' AS e, k - DATE '1970-01-01' AS k,
+       coalesce(tier = 'T1', false) AS t1,
+       coalesce(off_volume, 'NaN'::DOUBLE) AS off_volume, coalesce(rate, 'NaN'::DOUBLE) AS rate,
+       coalesce(z, 'NaN'::DOUBLE) AS z, coalesce(delta, 'NaN'::DOUBLE) AS delta
+FROM otc_event_stats
+ORDER BY symbol, e, k
 """
 
-_SQL_DAILY_WEEK = """
-SELECT g.symbol, g.date, s.k AS otc_week_used, s.off_volume AS otc_off_exchange_volume,
-       s.rate AS otc_participation_rate, s.z AS otc_participation_z,
-       s.delta AS otc_participation_delta,
-       CASE WHEN s.k IS NULL THEN 0 ELSE 1 END AS status_code
-FROM grid_input g
-LEFT JOIN otc_event_stats s
-  ON g.symbol = s.symbol AND g.date - CAST(isodow(g.date) - 1 AS INTEGER) = s.k
-ORDER BY g.symbol, g.date
-"""
+#: Day numbers are shifted by this offset (> days from 0001-01-01 to 1970) to be non-negative,
+#: and a symbol id is weighted by ``_KEY_STRIDE`` (> shifted 9999-12-31), so
+#: ``sid * _KEY_STRIDE + day + _DAY_OFFSET`` orders like (sid, day).
+_DAY_OFFSET = 1 << 22
+_KEY_STRIDE = 1 << 23
+_EVENT_VALUE_COLUMNS = ("off_volume", "rate", "z", "delta")
+
+
+def _monday(days: np.ndarray) -> np.ndarray:
+    """The Monday on or before each day number (1970-01-01, day 0, was a Thursday)."""
+    return days - (days + 3) % 7
+
+
+def _day_numbers(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 (int64) of timestamps, truncated like ``CAST(ts AS DATE)``."""
+    return np.asarray(values, dtype="datetime64[us]").astype("datetime64[D]").astype(np.int64)
+
+
+def _symbol_strings(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Factorise a symbol column: ``(codes, names)`` with -1 for missing, names as ``str``.
+
+    Only the distinct values are converted, which is what makes 4 M-row inputs cheap; the
+    conversion is ``astype("string")``, as for a whole column.
+    """
+    if not isinstance(column.dtype, pd.StringDtype):
+        column = column.astype("string")
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    names = pd.Series(uniques, dtype=object).to_numpy(dtype=object)
+    return codes, names
+
+
+def _ids_for(codes: np.ndarray, names: np.ndarray, categories: pd.Index) -> np.ndarray:
+    """Map factorised symbols to their position in ``categories`` (-1 if absent or missing)."""
+    lookup = np.append(categories.get_indexer(names), -1).astype(np.int32)
+    return lookup[codes]  # code -1 (missing) picks the trailing -1
+
+
+def _daily_arrays(events: dict[str, np.ndarray], n_symbols: int, days: np.ndarray,
+                  alignment: str) -> tuple[np.ndarray, np.ndarray]:
+    """For each (symbol, session) of the sid-major grid: the event row used and a status code.
+
+    ``published``: the newest event with ``e <= day`` of the symbol (as-of). ``week``: the
+    event whose week ``k`` is the session's own week. Status 0 = None, 1 = Anchored (the week
+    used is the newest the publication rule expects), 2 = Staled. Returns ``(row, status)``
+    with ``row = -1`` where no event applies.
+    """
+    sid = np.repeat(np.arange(n_symbols, dtype=np.int64), len(days))
+    grid_day = np.tile(days, n_symbols)
+    event_sid = events["symbol"].astype(np.int64)
+    if alignment == "published":
+        event_key = event_sid * _KEY_STRIDE + (events["e"] + _DAY_OFFSET)
+        grid_key = sid * _KEY_STRIDE + (grid_day + _DAY_OFFSET)
+        row = np.searchsorted(event_key, grid_key, side="right") - 1
+        found = row >= 0
+        found[found] = event_sid[row[found]] == sid[found]
+    else:
+        event_key = event_sid * _KEY_STRIDE + (events["k"] + _DAY_OFFSET)
+        grid_key = sid * _KEY_STRIDE + (_monday(grid_day) + _DAY_OFFSET)
+        row = np.searchsorted(event_key, grid_key, side="left")
+        found = row < len(event_key)
+        found[found] = event_key[row[found]] == grid_key[found]
+    row = np.where(found, row, -1)
+    status = found.astype(np.int8)
+    if alignment == "published" and found.any():
+        used = row[found]
+        # the newest Monday w with w + 7 x (1 + delay) <= day, for the week's tier
+        rule_day = grid_day[found] - np.where(events["t1"][used], 21, 35)
+        status[found] = np.where(events["k"][used] >= _monday(rule_day), 1, 2)
+    return row, status
+
+
+def _take(values: np.ndarray, row: np.ndarray, missing: object) -> np.ndarray:
+    """``values[row]`` with ``missing`` where ``row == -1``."""
+    out = values[np.maximum(row, 0)] if len(values) else np.empty(len(row), values.dtype)
+    out[row < 0] = missing
+    return out
+
+
+def _strings(names: np.ndarray, codes: np.ndarray) -> pd.Series:
+    """A ``str`` column of ``names[codes]`` built with one Arrow ``take`` (no Python objects)."""
+    if len(codes) == 0:
+        return pd.Series(names[codes])  # same dtype pandas infers for an empty object array
+    dictionary = pa.array(names.tolist(), type=pa.large_string())
+    return pd.Series(dictionary.take(pa.array(codes)), dtype="str")
+
+
+_STATUS_NAMES = np.array(["None", "Anchored", "Staled"], dtype=object)
+
+
+def _finish(events: dict[str, np.ndarray], row: np.ndarray, status: np.ndarray,
+            dates: pd.DatetimeIndex, days: np.ndarray, symbol_names: np.ndarray,
+            alignment: str) -> pd.DataFrame:
+    """Assemble the output frame (names back on the integer codes, the output dtypes)."""
+    target = dates.dtype if len(dates) else np.dtype("datetime64[ns]")
+    n_symbols = len(symbol_names)
+    week_used = _take(events["k"], row, 0).astype("datetime64[D]")
+    week_used[row < 0] = np.datetime64("NaT")
+    out = pd.DataFrame({
+        "symbol": _strings(symbol_names, np.repeat(np.arange(n_symbols, dtype=np.int32),
+                                                   len(days))),
+        "date": pd.Series(np.tile(days.astype("datetime64[D]"), n_symbols)).astype(target),
+        "otc_week_used": pd.Series(week_used).astype(target),
+    })
+    for name, col in zip(("otc_off_exchange_volume", "otc_participation_rate",
+                          "otc_participation_z", "otc_participation_delta"),
+                         _EVENT_VALUE_COLUMNS, strict=True):
+        out[name] = _take(events[col].astype(np.float64), row, np.nan)
+    out["otc_status"] = _strings(_STATUS_NAMES, status)
+    out["otc_alignment"] = _strings(np.array([alignment], dtype=object),
+                                    np.zeros(len(out), dtype=np.int8))
+    out["has_otc"] = status > 0
+    return out
 
 
 def _weekly_frame(weekly: pd.DataFrame) -> pd.DataFrame:
+    """The weekly input with fixed dtypes; ``symbol`` is factorised separately."""
     missing = [c for c in WEEKLY_COLUMNS if c not in weekly.columns
                and c != "initial_published_date"]
     if missing:
         raise ValueError(f"weekly frame lacks column(s) {missing}; expected {WEEKLY_COLUMNS}")
-    out = weekly.reindex(columns=WEEKLY_COLUMNS).copy()
+    out = weekly.reindex(columns=WEEKLY_COLUMNS[1:]).copy()
     for col in ("week_start_date", "initial_published_date", "last_update_date"):
         out[col] = pd.to_datetime(out[col]).astype("datetime64[us]")
     out["share_quantity"] = pd.to_numeric(out["share_quantity"]).astype("float64")
-    for col in ("symbol", "tier", "summary_type"):
+    for col in ("tier", "summary_type"):
         out[col] = out[col].astype("string")
     return out
 
 
 def _volume_frame(daily_volume: pd.DataFrame) -> pd.DataFrame:
+    """``date, volume`` with fixed dtypes; ``symbol`` is factorised separately."""
     missing = [c for c in ("symbol", "date", "volume") if c not in daily_volume.columns]
     if missing:
         raise ValueError(f"daily_volume frame lacks column(s) {missing}")
     return pd.DataFrame({
-        "symbol": daily_volume["symbol"].astype("string"),
         "date": pd.to_datetime(daily_volume["date"]).astype("datetime64[us]"),
         "volume": pd.to_numeric(daily_volume["volume"]).astype("float64"),
     })
@@ -233,6 +330,8 @@ def otc_daily_block(weekly: pd.DataFrame, daily_volume: pd.DataFrame,
         The output symbols; default: every symbol of ``weekly`` or ``daily_volume``.
 
     Returns one row per (symbol, session) with :data:`OUTPUT_COLUMNS`, sorted by both.
+    The weekly-scale steps (revision states, events, window statistics) run in DuckDB; the
+    symbol x session expansion is a numpy as-of lookup (:func:`_daily_arrays`).
     """
     if alignment not in ("published", "week"):
         raise ValueError(f"alignment must be 'published' or 'week', got {alignment!r}")
@@ -240,27 +339,25 @@ def otc_daily_block(weekly: pd.DataFrame, daily_volume: pd.DataFrame,
         raise ValueError("need 1 <= z_min_periods <= z_window")
     weekly_in = _weekly_frame(weekly)
     volume_in = _volume_frame(daily_volume)
+    weekly_codes, weekly_names = _symbol_strings(weekly["symbol"])
+    volume_codes, volume_names = _symbol_strings(daily_volume["symbol"])
     if symbols is None:
-        names = pd.unique(pd.concat([weekly_in["symbol"], volume_in["symbol"]]).dropna())
+        names = pd.unique(pd.Series(np.concatenate([weekly_names, volume_names]),
+                                    dtype=object).dropna())
         symbols = sorted(str(s) for s in names)
     symbol_names = np.asarray(list(dict.fromkeys(symbols)), dtype=object)
     # Integer symbol ids make every join and sort cheap; names are put back at the end.
     categories = pd.Index(symbol_names)
-    weekly_in["sid"] = categories.get_indexer(weekly_in["symbol"].to_numpy(dtype=object))
-    volume_in["sid"] = categories.get_indexer(volume_in["symbol"].to_numpy(dtype=object))
+    weekly_in["sid"] = _ids_for(weekly_codes, weekly_names, categories)
+    volume_in["sid"] = _ids_for(volume_codes, volume_names, categories)
     dates = pd.DatetimeIndex(sessions).unique().sort_values()
-    ids = pd.DataFrame({"sid": np.arange(len(symbol_names), dtype=np.int32)})
-    out_dates = pd.DataFrame({"date": dates.to_numpy(dtype="datetime64[us]")})
+    days = _day_numbers(dates)
     calendar = _calendar_frame(weekly_in, dates)
     conn = duckdb.connect(":memory:")
     try:
-        for name, frame in (("weekly_input", weekly_in.drop(columns="symbol")),
-                            ("volume_input", volume_in.drop(columns="symbol")),
-                            ("symbol_ids", ids), ("output_dates", out_dates),
+        for name, frame in (("weekly_input", weekly_in), ("volume_input", volume_in),
                             ("calendar_src", calendar)):
             conn.register(name, frame)
-        conn.execute("CREATE TEMP TABLE grid_input AS SELECT CAST(s.sid AS INTEGER) AS symbol, "
-                     "CAST(d.date AS DATE) AS date FROM symbol_ids s CROSS JOIN output_dates d")
         conn.execute("CREATE TEMP TABLE calendar_input AS "
                      "SELECT CAST(date AS DATE) AS date FROM calendar_src")
         conn.execute(_SQL_ROWS)
@@ -268,11 +365,13 @@ def otc_daily_block(weekly: pd.DataFrame, daily_volume: pd.DataFrame,
         conn.execute(_SQL_EVENTS_PUBLISHED if alignment == "published" else _SQL_EVENTS_WEEK)
         conn.execute(_SQL_STATS, {"z_window": z_window, "z_min_periods": z_min_periods,
                                   "epsilon": _STD_EPSILON})
-        daily = _SQL_DAILY_PUBLISHED if alignment == "published" else _SQL_DAILY_WEEK
-        result = conn.execute(daily).df()
+        # no NULLs (coalesced in the SQL), so plain arrays, not masked ones
+        events = {name: np.asarray(values)
+                  for name, values in conn.execute(_SQL_EVENT_ARRAYS).fetchnumpy().items()}
     finally:
         conn.close()
-    return _finish(result, dates, symbol_names, alignment)
+    row, status = _daily_arrays(events, len(symbol_names), days, alignment)
+    return _finish(events, row, status, dates, days, symbol_names, alignment)
 
 
 def _calendar_frame(weekly_in: pd.DataFrame, dates: pd.DatetimeIndex) -> pd.DataFrame:
@@ -287,28 +386,6 @@ def _calendar_frame(weekly_in: pd.DataFrame, dates: pd.DatetimeIndex) -> pd.Data
     last = max(ends) + pd.Timedelta(days=7)
     index = trading_calendar.sessions_index(first.date(), last.date())
     return pd.DataFrame({"date": index.astype("datetime64[us]")})
-
-
-_STATUS_NAMES = np.array(["None", "Anchored", "Staled"], dtype=object)
-
-
-def _finish(result: pd.DataFrame, dates: pd.DatetimeIndex, symbol_names: np.ndarray,
-            alignment: str) -> pd.DataFrame:
-    """Put names back on the integer codes and fix the output dtypes."""
-    target = dates.dtype if len(dates) else np.dtype("datetime64[ns]")
-    status = result["status_code"].to_numpy(dtype=np.int64)
-    out = pd.DataFrame({
-        "symbol": symbol_names[result["symbol"].to_numpy(dtype=np.int64)],
-        "date": pd.to_datetime(result["date"]).astype(target),
-        "otc_week_used": pd.to_datetime(result["otc_week_used"]).astype(target),
-    })
-    for col in ("otc_off_exchange_volume", "otc_participation_rate", "otc_participation_z",
-                "otc_participation_delta"):
-        out[col] = result[col].astype("float64")
-    out["otc_status"] = _STATUS_NAMES[status]
-    out["otc_alignment"] = np.full(len(out), alignment, dtype=object)
-    out["has_otc"] = status > 0
-    return out
 
 
 def load_otc_inputs(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str],

@@ -113,7 +113,7 @@ def _build(writer: object, settings: Settings) -> int:
     from darkpool_analysis.build import build_metrics
 
     result = build_metrics(writer, settings)  # type: ignore[arg-type]
-    return int(getattr(result, "rows", 0) or 0)
+    return int(result.rows_written)
 
 
 def run_job(

@@ -13,8 +13,8 @@ excludes all readers):
   A reader that started before a swap keeps reading the old snapshot until it reconnects.
 
 So neither side can fail with a lock error because of the other. Two *readers* of the published
-file can still collide when one of them opens it read-write (the seed does); :func:`connect_readonly`
-retries with a short backoff for that case.
+file can still collide when one of them opens it read-write (the seed does);
+:func:`connect_readonly` retries with a short backoff for that case.
 """
 
 from __future__ import annotations
@@ -171,8 +171,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             has_otc BOOLEAN,
             data_quality VARCHAR,
             accumulation_short_z_source VARCHAR,
-            inference_version VARCHAR,
-            PRIMARY KEY (symbol, date)
+            inference_version VARCHAR
+            -- No PRIMARY KEY on purpose: `darkpool build` deletes the (symbols, range) it writes
+            -- and inserts one row per (symbol, session) in the same transaction, so
+            -- (symbol, date) is unique by construction (tests/metrics/test_build.py checks it);
+            -- the index cost ~30% of the build.
         );
         """,
     ),

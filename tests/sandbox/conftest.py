@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from darkpool_analysis import store, trading_calendar
+from seed_support import seed_cells, with_params
 
 WINDOW, MIN_PERIODS = 20, 5
 
@@ -117,28 +118,6 @@ def session_dates(symbol: str) -> list[dt.date]:
 
 
 # -- the seed notebook as an independent oracle ---------------------------------------------
-
-SEED_FILE = "000_48513c3cb404cffd.txt"
-SEED_PARAMS = ("TICKER", "START_DATE", "END_DATE")
-
-
-def seed_cells(seed_dir: Path) -> list[str]:
-    """The seed's code cells in order (the markdown header before the first cell dropped)."""
-    text = (seed_dir / SEED_FILE).read_text(encoding="utf-8")
-    cells = text.split("In [None]:")[1:]
-    assert len(cells) == 5, "the seed notebook should have 5 code cells"
-    return cells
-
-
-def with_params(cell: str, ticker: str, start: str, end: str) -> str:
-    """Replace the three parameter assignments of the seed's first cell (and nothing else)."""
-    import re
-
-    for name, value in zip(SEED_PARAMS, (ticker, start, end), strict=True):
-        cell, count = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", cell, flags=re.M)
-        assert count == 1, f"seed cell 1 should assign {name} exactly once"
-    return cell
-
 
 def run_seed_data(seed_dir: Path, ticker: str, start: str, end: str) -> dict[str, object]:
     """Run seed cells 1-3 (parameters, helpers, data) and return their namespace."""

@@ -7,17 +7,21 @@ and exit code 1; nothing is printed as a traceback unless ``--verbose`` is given
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
 from darkpool_analysis.config import Settings, load_config
-from darkpool_analysis.errors import DarkpoolError
+from darkpool_analysis.errors import DarkpoolError, NoDataError
+
+if TYPE_CHECKING:
+    from darkpool_analysis.store import Writer
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,6 +63,26 @@ def _root(
 def config() -> Settings:
     """Load settings once per command (errors surface as a clean ConfigError message)."""
     return load_config()
+
+
+def auto_build(writer: Writer, settings: Settings, *, start: dt.date | None = None,
+               symbols: list[str] | None = None) -> None:
+    """Rebuild ``daily_metrics`` after an ingest, from ``start`` to the end of the data.
+
+    Everything from the first changed date onwards is recomputed: rolling windows and
+    next-day returns carry a change forward, so rebuilding only the ingested range would leave
+    later rows stale.
+    """
+    from darkpool_analysis.build import build_metrics  # heavy: only when a build runs
+
+    try:
+        result = build_metrics(writer, settings, symbols=symbols, start=start)
+    except NoDataError as exc:
+        console.print(f"[yellow]daily_metrics not rebuilt:[/] {exc.message}", highlight=False)
+        return
+    console.print(f"daily_metrics: rebuilt {result.rows_written:,} rows for "
+                  f"{result.symbols:,} symbols" + (f" from {start}" if start else "")
+                  + f" in {result.seconds:.2f}s", highlight=False)
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:

@@ -18,12 +18,20 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from darkpool_analysis.cli.app import config, console, err_console, handle_errors, ingest_app
+from darkpool_analysis.cli.app import (
+    auto_build,
+    config,
+    console,
+    err_console,
+    handle_errors,
+    ingest_app,
+)
 from darkpool_analysis.ingest.finra_short import (
     FileResult,
     IngestSummary,
     ingest_finra_short,
 )
+from darkpool_analysis.store import open_writer
 from darkpool_analysis.trading_calendar import to_date
 
 
@@ -108,6 +116,8 @@ def finra_short(
              "downloading.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Re-write files even when their sha256 is unchanged.")] = False,
+    no_build: Annotated[bool, typer.Option(
+        "--no-build", help="Do not rebuild daily_metrics afterwards.")] = False,
 ) -> None:
     """Download (or import) FINRA Reg SHO daily short-sale volume files for XNYS sessions.
 
@@ -120,11 +130,14 @@ def finra_short(
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
     families = [f.value for f in family or [Family.CNMS]]
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        summary = ingest_finra_short(settings, first, last, families,
-                                     from_dir=from_dir, force=force,
-                                     progress=_RichProgress(bar))
-    _print_summary(summary)
+    with open_writer(settings.db_path) as writer:
+        with Progress(*columns, console=err_console, transient=False) as bar:
+            summary = ingest_finra_short(settings, first, last, families, writer=writer,
+                                         from_dir=from_dir, force=force,
+                                         progress=_RichProgress(bar))
+        _print_summary(summary)
+        if summary.rows_written and not no_build:
+            auto_build(writer, settings, start=to_date(first))
     if not summary.ok:
         err_console.print(f"[bold red]error:[/] {len(summary.failed)} file(s) failed; the "
                           "others were stored", highlight=False)

@@ -11,12 +11,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from darkpool_analysis.cli.app import config, console, err_console, handle_errors, ingest_app
+from darkpool_analysis.cli.app import (
+    auto_build,
+    config,
+    console,
+    err_console,
+    handle_errors,
+    ingest_app,
+)
 from darkpool_analysis.config import Settings
 from darkpool_analysis.ingest import finra_otc as ingest
 from darkpool_analysis.sources import finra_otc as source
 from darkpool_analysis.sources.http import HttpPolicy, make_client
-from darkpool_analysis.store import Writer, open_writer
+from darkpool_analysis.store import Writer, open_writer, utcnow
 from darkpool_analysis.symbols import normalise
 from darkpool_analysis.trading_calendar import to_date
 
@@ -102,6 +109,8 @@ def finra_otc(
                        "inferred from lastUpdateDate by the publication rule).")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Re-write weeks even when their data is unchanged.")] = False,
+    no_build: Annotated[bool, typer.Option(
+        "--no-build", help="Do not rebuild daily_metrics afterwards.")] = False,
 ) -> None:
     """Fetch (or import) FINRA OTC Transparency weekly ATS + non-ATS volume per symbol.
 
@@ -111,6 +120,7 @@ def finra_otc(
     if from_file is not None and from_dir is not None:
         raise typer.BadParameter("use either --from-file or --from-dir")
     settings = config()
+    run_started = utcnow()
     with open_writer(settings.db_path) as writer:
         if from_file is not None or from_dir is not None:
             paths = [from_file] if from_file is not None else ingest.files_in(from_dir)
@@ -119,7 +129,14 @@ def finra_otc(
         else:
             summary = _fetch(writer, settings, start=start, end=end, tickers=tickers,
                              tiers=_tiers(tier), by_firm=by_firm, force=force)
-    _print_summary(summary)
+        _print_summary(summary)
+        if (summary.ingested or summary.replaced) and not no_build:
+            # A week is visible from its publication date on: rebuild from the earliest
+            # week this run wrote (its days are the first that can change).
+            row = writer.conn.execute(
+                "SELECT min(week_start_date) FROM finra_otc_weekly_raw WHERE fetched_at >= ?",
+                [run_started]).fetchall()
+            auto_build(writer, settings, start=row[0][0] if row and row[0][0] else None)
     if summary.failed:
         raise typer.Exit(code=1)
 

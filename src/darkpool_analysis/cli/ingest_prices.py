@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from darkpool_analysis.cli.app import config, console, handle_errors, ingest_app
+from darkpool_analysis.cli.app import auto_build, config, console, handle_errors, ingest_app
 from darkpool_analysis.errors import ConfigError, NoDataError
 from darkpool_analysis.ingest.prices import (
     PriceIngestSummary,
@@ -75,6 +75,8 @@ def prices_command(
         "--all", help="With --from-dir: every <TICKER>.csv in the folder.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-write even unchanged inputs.")
                      ] = False,
+    no_build: Annotated[bool, typer.Option(
+        "--no-build", help="Do not rebuild daily_metrics afterwards.")] = False,
 ) -> None:
     """Ingest daily OHLCV bars into prices_daily (XNYS sessions only; re-runs replace)."""
     settings = config()
@@ -98,7 +100,11 @@ def prices_command(
         summary = ingest_prices(writer, settings, first, last, tickers=symbols,
                                 provider=cast(PriceProvider, provider.value) if provider else None,
                                 from_dir=from_dir, force=force, progress=on_progress)
-    console.print(_summary_table(summary))
+        bar.stop()
+        console.print(_summary_table(summary))
+        changed = [*summary.ingested, *summary.replaced]
+        if changed and not no_build:
+            auto_build(writer, settings, start=first, symbols=changed)
     if not summary.stored:
         raise NoDataError(f"no price bars stored for {first}..{last}",
                           hint="check the tickers, the dates and the provider's coverage")

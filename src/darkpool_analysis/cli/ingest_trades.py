@@ -131,9 +131,8 @@ def trades_command(
             bar_seconds=bar_seconds, max_pages=max_pages, build=not no_build,
             progress=on_progress)
     console.print(_summary_table(summary))
-    if summary.metrics_built is None and summary.rows_written:
-        console.print("daily_metrics not rebuilt (build module not installed); "
-                      "run `darkpool build` later.")
+    if summary.metrics_built:
+        console.print(f"daily_metrics rebuilt from {first} for the classified symbols")
     if not summary.rows_written:
         raise NoDataError(f"no lit trades classified for {first}..{last}",
                           hint="check --tickers, the dates and the --path file")

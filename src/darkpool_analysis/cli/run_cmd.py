@@ -13,6 +13,7 @@ from darkpool_analysis.cli.app import app, config, console, err_console, handle_
 from darkpool_analysis.cli.ingest_finra_short import _RichProgress
 from darkpool_analysis.pipeline import JobResult, run_demo, run_job
 from darkpool_analysis.synthetic import SYNTHETIC_LABEL
+from darkpool_analysis.trading_calendar import to_date
 
 
 def _report(result: JobResult, *, synthetic: bool = False) -> None:
@@ -50,6 +51,9 @@ def run(
     provider: Annotated[str | None, typer.Option(
         "--provider", help="Price provider: polygon, yahoo (default: polygon when "
                            "POLYGON_API_KEY is set, else yahoo).")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--end", help="Last session to fetch (YYYY-MM-DD; default: the last session up to "
+                      "today).")] = None,
 ) -> None:
     """The main job: ingest FINRA short volume and prices, build metrics, chart each ticker."""
     settings = config()
@@ -59,6 +63,7 @@ def run(
                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
     with Progress(*columns, console=err_console) as bar:
         result = run_job(settings, tickers=chosen, days=days, provider=provider,
+                         end=to_date(end) if end else None,
                          finra_progress=_RichProgress(bar), notify=err_console.print)
     _report(result)
     if result.finra is not None and not result.finra.ok:

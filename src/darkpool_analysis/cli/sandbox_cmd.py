@@ -105,6 +105,9 @@ def sandbox(
 ) -> None:
     """Chart the seed's three accumulation-score variants for one ticker (read-only).
 
+    With --variants/--formula/--panels also chart any signal variants and extra panels
+    (consensus price, heatmap, histogram, median/MAD bands, weekly OTC) in <out stem>_lab.
+
     FINRA "buy" volume is FINRA short-sale volume: a proxy for dealer-filled buying.
     """
     from darkpool_analysis import sandbox as sandbox_lib

@@ -5,14 +5,13 @@ filtered and classified in one vectorised pass (:mod:`darkpool_analysis.classify
 symbol, and each (symbol, date) row is replaced in its own transaction
 (:meth:`Writer.replace_partition`) together with its provenance and ingest-log entry. Ticks
 are never stored. When a day has no usable quotes, quote-based methods fall back to the tick
-test and say so in ``method`` (``lee_ready->tick``). Afterwards the metrics build runs if the
-``darkpool_analysis.build`` module is installed.
+test and say so in ``method`` (``lee_ready->tick``). Afterwards ``daily_metrics`` is
+rebuilt from the first ingested date on (unless ``build=False``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ class TradesIngestSummary:
     missing: list[str] = field(default_factory=list)       # "SYM 2024-01-02" without data
     skipped: pd.DataFrame = field(default_factory=pd.DataFrame)  # symbol, reason, trades
     methods: dict[str, str] = field(default_factory=dict)   # "SYM date" -> method stored
-    metrics_built: bool | None = None                       # None: build module absent
+    metrics_built: bool = False                             # daily_metrics rebuilt
 
 
 def day_rows(ticks: DayTicks, method: MethodName, *, quote_lag_ns: int = 0,
@@ -122,19 +121,12 @@ def _skip_message(skipped: pd.DataFrame, symbol: str) -> str | None:
 
 
 def _build_metrics(writer: Writer, settings: Settings, symbols: Sequence[str],
-                   start: dt.date, end: dt.date) -> bool | None:
-    """Run ``darkpool_analysis.build.build_metrics`` when that module exists (else None)."""
-    try:
-        module = importlib.import_module("darkpool_analysis.build")
-    except ModuleNotFoundError as exc:
-        if exc.name != "darkpool_analysis.build":
-            raise
-        log.info("darkpool_analysis.build is not installed: skipped the metrics build")
-        return None
-    build = getattr(module, "build_metrics", None)
-    if build is None:
-        return None
-    build(writer, settings, symbols=list(symbols), start=start, end=end)
+                   start: dt.date) -> bool:
+    """Rebuild ``daily_metrics`` for ``symbols`` from ``start`` to the end of their data
+    (later rows depend on these days through rolling windows)."""
+    from darkpool_analysis.build import build_metrics
+
+    build_metrics(writer, settings, symbols=list(symbols), start=start)
     return True
 
 
@@ -198,7 +190,7 @@ def ingest_trades(
         if owned_client and http is not None:
             http.close()
     if build and summary.rows_written:
-        summary.metrics_built = _build_metrics(writer, settings, symbols, start, end)
+        summary.metrics_built = _build_metrics(writer, settings, symbols, start)
     return summary
 
 

@@ -130,7 +130,7 @@ def draw_price_panel(ax: Axes, lab: Lab, names: Sequence[str]) -> Axes:
 def heatmap_matrix(lab: Lab, names: Sequence[str]) -> pd.DataFrame:
     """Signals on a common -1..1 colour scale: scores ``(s - 50) / 50``, z ``z / 3``, raw
     signals divided by their largest absolute value in the shown range; clipped to +-1."""
-    columns: dict[str, pd.Series] = {}
+    columns: dict[str, np.ndarray] = {}
     for name in names:
         values = _values(lab, name)
         scale = lab.variants[name].scale
@@ -141,7 +141,7 @@ def heatmap_matrix(lab: Lab, names: Sequence[str]) -> pd.DataFrame:
         else:
             largest = float(values.abs().max(skipna=True)) if values.notna().any() else 0.0
             scaled = values / largest if largest > 0 else values * 0.0
-        columns[name] = scaled.clip(-1.0, 1.0)
+        columns[name] = scaled.clip(-1.0, 1.0).to_numpy()
     return pd.DataFrame(columns, index=pd.DatetimeIndex(lab.frame["date"]))
 
 
