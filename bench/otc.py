@@ -83,6 +83,7 @@ def naive_baseline(weekly: pd.DataFrame, volume: pd.DataFrame,
 
 
 def peak_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -93,18 +94,21 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies --symbols")
     parser.add_argument("--baseline-symbols", type=int, default=150,
                         help="symbols for the naive baseline (extrapolated per row)")
+    parser.add_argument("--alignment", choices=["published", "week"], default="published")
     args = parser.parse_args()
     n_symbols = max(1, int(args.symbols * args.scale))
     weekly, volume, sessions = synthetic(n_symbols, args.years)
     print(f"input: {n_symbols:,} symbols x {args.years} years: {len(weekly):,} weekly rows, "
           f"{len(volume):,} daily bars, {len(sessions):,} sessions")
 
+    before_mb = peak_mb()
     started = time.perf_counter()
-    block = otc_daily_block(weekly, volume, sessions)
+    block = otc_daily_block(weekly, volume, sessions, alignment=args.alignment)
     seconds = time.perf_counter() - started
     rate = len(block) / seconds
-    print(f"otc_daily_block: {len(block):,} rows in {seconds:.2f} s = {rate:,.0f} rows/s, "
-          f"peak RSS {peak_mb():,.0f} MB")
+    print(f"otc_daily_block ({args.alignment}): {len(block):,} rows in {seconds:.2f} s = "
+          f"{rate:,.0f} rows/s, peak RSS {peak_mb():,.0f} MB ({before_mb:,.0f} MB with the "
+          f"inputs only)")
 
     subset = sorted(weekly["symbol"].unique())[: args.baseline_symbols]
     sub_weekly = weekly[weekly["symbol"].isin(subset)]

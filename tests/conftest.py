@@ -10,7 +10,8 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("DARKPOOL_REAL_DATA", PROJECT_ROOT.parent / "shared" / "data" / "real"))
+REAL_DATA = Path(os.environ.get("DARKPOOL_REAL_DATA",
+                                PROJECT_ROOT.parent / "shared" / "data" / "real"))
 SEED_DIR = PROJECT_ROOT.parent / "shared" / "seed"
 
 _OUR_VARS = ("DARKPOOL_", "FINRA_", "POLYGON_")

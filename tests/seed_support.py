@@ -18,6 +18,16 @@ import pytest
 
 SEED_FILE = "000_48513c3cb404cffd.txt"
 SEED_PARAMS = ("TICKER", "START_DATE", "END_DATE")
+#: The seed's seven panel titles, copied from the notebook (the oracle, not from our code).
+SEED_TITLES = [
+    "Combined Buy/Sell Ratio",
+    "Volume Weighted Directional Flow",
+    "FINRA Buy Volume (B)",
+    "Short Sale Buy/Sell Ratio",
+    "Accumulation Score (Current)",
+    "Accumulation Score (Option A: vw_flow_z)",
+    "Accumulation Score (Option B: blended)",
+]
 
 
 def seed_cells(seed_dir: Path) -> list[str]:

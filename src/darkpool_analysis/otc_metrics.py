@@ -1,7 +1,9 @@
 """The point-in-time OTC weekly block of ``daily_metrics`` (metrics-spec.md, "OTC weekly block").
 
-:func:`otc_daily_block` is pure (frames in, frame out; the SQL runs in a private in-memory
-DuckDB). Definitions, for symbol s and session t:
+:func:`otc_daily_block` is pure (frames in, frame out). The weekly-scale steps (revision
+states, publication events, window statistics) run as SQL in a private in-memory DuckDB; the
+symbol x session expansion (millions of rows) is numpy on integer symbol codes and day numbers,
+and the string columns are built with Arrow. Definitions, for symbol s and session t:
 
 * Weekly off-exchange volume = ``ATS_W_SMBL`` + ``OTC_W_SMBL`` share quantity of the week (a
   missing part counts as 0: FINRA lists no row when a symbol had no such volume).
@@ -157,9 +159,9 @@ SELECT symbol, e, k, tier, off_volume, rate,
 FROM stats
 """
 
-# The last step (one row per symbol x session) runs in numpy on these per-event arrays: an
-# as-of lookup with ``np.searchsorted`` on sorted (symbol, day) keys, without materialising the
-# grid in DuckDB nor converting millions of DATE/VARCHAR values back to pandas.
+# The last step (one row per symbol x session) runs in numpy on these per-event arrays (days
+# as int64 day numbers, no NULLs): an as-of fill over the sid-major grid (:func:`_daily_arrays`)
+# instead of a DuckDB ASOF JOIN on a materialised grid and a DATE/VARCHAR round trip to pandas.
 _SQL_EVENT_ARRAYS = """
 SELECT symbol, e - DATE '1970-01-01' AS e, k - DATE '1970-01-01' AS k,
        coalesce(tier = 'T1', false) AS t1,
@@ -169,11 +171,6 @@ FROM otc_event_stats
 ORDER BY symbol, e, k
 """
 
-#: Day numbers are shifted by this offset (> days from 0001-01-01 to 1970) to be non-negative,
-#: and a symbol id is weighted by ``_KEY_STRIDE`` (> shifted 9999-12-31), so
-#: ``sid * _KEY_STRIDE + day + _DAY_OFFSET`` orders like (sid, day).
-_DAY_OFFSET = 1 << 22
-_KEY_STRIDE = 1 << 23
 _EVENT_VALUE_COLUMNS = ("off_volume", "rate", "z", "delta")
 
 
@@ -210,33 +207,45 @@ def _daily_arrays(events: dict[str, np.ndarray], n_symbols: int, days: np.ndarra
                   alignment: str) -> tuple[np.ndarray, np.ndarray]:
     """For each (symbol, session) of the sid-major grid: the event row used and a status code.
 
-    ``published``: the newest event with ``e <= day`` of the symbol (as-of). ``week``: the
+    ``published``: the newest event of the symbol with ``e <= day`` (as-of). ``week``: the
     event whose week ``k`` is the session's own week. Status 0 = None, 1 = Anchored (the week
     used is the newest the publication rule expects), 2 = Staled. Returns ``(row, status)``
     with ``row = -1`` where no event applies.
+
+    Events are sorted by (symbol, e, k), so each one takes effect at grid position
+    ``sid * n_days + first session on/after its start``; a running maximum of the event index
+    over the grid is then the as-of match (checked against the symbol, and for ``week`` against
+    the session's week). Linear in the grid size, no per-symbol loop.
     """
-    sid = np.repeat(np.arange(n_symbols, dtype=np.int64), len(days))
-    grid_day = np.tile(days, n_symbols)
+    n_days = len(days)
+    n_grid = n_symbols * n_days
     event_sid = events["symbol"].astype(np.int64)
-    if alignment == "published":
-        event_key = event_sid * _KEY_STRIDE + (events["e"] + _DAY_OFFSET)
-        grid_key = sid * _KEY_STRIDE + (grid_day + _DAY_OFFSET)
-        row = np.searchsorted(event_key, grid_key, side="right") - 1
-        found = row >= 0
-        found[found] = event_sid[row[found]] == sid[found]
-    else:
-        event_key = event_sid * _KEY_STRIDE + (events["k"] + _DAY_OFFSET)
-        grid_key = sid * _KEY_STRIDE + (_monday(grid_day) + _DAY_OFFSET)
-        row = np.searchsorted(event_key, grid_key, side="left")
-        found = row < len(event_key)
-        found[found] = event_key[row[found]] == grid_key[found]
-    row = np.where(found, row, -1)
-    status = found.astype(np.int8)
-    if alignment == "published" and found.any():
+    effective = events["e"] if alignment == "published" else events["k"]
+    first = np.searchsorted(days, effective, side="left")
+    inside = first < n_days
+    starts = event_sid[inside] * n_days + first[inside]
+    index = np.flatnonzero(inside)
+    # several events starting at one position: the last one (newest e) wins
+    last = np.append(starts[1:] != starts[:-1], True) if len(starts) else starts.astype(bool)
+    marks = np.full(n_grid, -1, dtype=np.int64)
+    marks[starts[last]] = index[last]
+    row = np.maximum.accumulate(marks) if n_grid else marks
+    grid_sid = np.repeat(np.arange(n_symbols, dtype=np.int64), n_days)
+    day_index = np.tile(np.arange(n_days, dtype=np.int64), n_symbols)
+    found = row >= 0
+    found[found] = event_sid[row[found]] == grid_sid[found]
+    used = row[found]
+    if alignment == "week":
+        found[found] = events["k"][used] == _monday(days)[day_index[found]]
         used = row[found]
+    row[~found] = -1
+    status = found.astype(np.int8)
+    if alignment == "published":
         # the newest Monday w with w + 7 x (1 + delay) <= day, for the week's tier
-        rule_day = grid_day[found] - np.where(events["t1"][used], 21, 35)
-        status[found] = np.where(events["k"][used] >= _monday(rule_day), 1, 2)
+        expected_t1, expected_other = _monday(days - 21), _monday(days - 35)
+        on_day = day_index[found]
+        expected = np.where(events["t1"][used], expected_t1[on_day], expected_other[on_day])
+        status[found] = np.where(events["k"][used] >= expected, 1, 2)
     return row, status
 
 

@@ -334,5 +334,5 @@ def test_cli_polygon_403_hides_key(db_path: Path, httpserver: HTTPServer,
 def test_cli_rejects_bad_date(db_path: Path, yahoo_dir: Path) -> None:
     result = CliRunner().invoke(app, ["ingest", "prices", "--start", "2021-13-01", "--end",
                                       "2021-01-27", "--from-dir", str(yahoo_dir)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error, like every other bad option
     assert "--start '2021-13-01' is not a date" in result.output

@@ -200,3 +200,127 @@ def test_load_otc_inputs_reads_a_real_duckdb_file(tmp_path: Path) -> None:
     assert len(volume) == 5
     out = otc_daily_block(weekly, volume, tc.sessions_index("2024-03-25", "2024-03-29"))
     assert (out["otc_participation_rate"] == 0.1).all()
+
+
+_DELAY_DAYS = {"T1": 21, "T2": 35, "OTCE": 35}
+
+
+def _random_otc_inputs(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DatetimeIndex]:
+    """Random weekly revisions (missing weeks and parts, late revisions, explicit publication
+    dates, T1/T2/OTCE) and daily bars with a few sessions missing."""
+    rng = np.random.default_rng(seed)
+    weeks = pd.date_range("2023-01-02", periods=30, freq="7D")
+    rows = []
+    for symbol, tier in (("AAA", "T1"), ("BBB", "T2"), ("CCC", "OTCE"), ("DDD", "T1")):
+        for week in weeks:
+            if rng.random() < 0.15:
+                continue  # a missing week: later days carry an older week (Staled)
+            published = None
+            if rng.random() < 0.3:
+                published = week + pd.Timedelta(days=int(rng.integers(15, 40)))
+            rule = week + pd.Timedelta(days=_DELAY_DAYS[tier])
+            for kind in ("ATS", "OTC"):
+                if rng.random() < 0.15:
+                    continue  # only one part reported this week
+                updated = rule if published is None else published
+                rows.append(_row(symbol, str(week.date()), kind, float(rng.integers(1, 9000)),
+                                 str(updated.date()), tier,
+                                 str(published.date()) if published is not None else None))
+                for _ in range(int(rng.integers(0, 3))):  # revisions, each strictly later
+                    updated = updated + pd.Timedelta(days=int(rng.integers(1, 25)))
+                    rows.append(_row(symbol, str(week.date()), kind,
+                                     float(rng.integers(1, 9000)), str(updated.date()), tier,
+                                     str(published.date()) if published is not None else None))
+    weekly = pd.DataFrame(rows).sample(frac=1.0, random_state=seed)  # input order is irrelevant
+    volume = pd.concat([_volume(s, "2022-12-26", "2023-10-31") for s in ("AAA", "BBB", "CCC")])
+    volume["volume"] = rng.integers(2_000, 60_000, len(volume)).astype(float)
+    volume = volume[rng.random(len(volume)) > 0.02]  # some weeks lack a bar: NULL rate
+    return weekly, volume, tc.sessions_index("2023-02-15", "2023-09-29")
+
+
+def _slow_reference(weekly: pd.DataFrame, volume: pd.DataFrame, sessions: pd.DatetimeIndex,
+                    symbols: list[str], alignment: str, window: int,
+                    min_periods: int) -> pd.DataFrame:
+    """The module docstring's rules as plain loops over (symbol, session): the oracle."""
+    rows = weekly.copy()
+    rule = rows["week_start_date"] + pd.to_timedelta(
+        rows["tier"].map(_DELAY_DAYS).fillna(35), unit="D")
+    rows["known"] = np.maximum(rows["initial_published_date"].fillna(rule),
+                               rows["last_update_date"])
+    bars = volume.set_index(["symbol", "date"])["volume"].to_dict()
+    far_future = pd.Timestamp("2262-01-01")
+    revisions: dict[tuple[str, pd.Timestamp], list[tuple]] = {}
+    for rec in rows.itertuples(index=False):
+        revisions.setdefault((rec.symbol, rec.week_start_date), []).append(
+            (rec.known, rec.summary_type, rec.share_quantity, rec.tier))
+
+    def value(symbol: str, week: pd.Timestamp, day: pd.Timestamp) -> tuple | None:
+        """(off-exchange volume, rate, tier) of a week as known on ``day``; None if unknown."""
+        mine = sorted(r for r in revisions.get((symbol, week), []) if r[0] <= day)
+        if not mine:
+            return None
+        latest = {kind: qty for _, kind, qty, _ in mine}  # sorted by known: newest wins
+        off = latest.get("ATS_W_SMBL", 0.0) + latest.get("OTC_W_SMBL", 0.0)
+        tier = mine[-1][3]
+        days = tc.sessions_index(week, week + pd.Timedelta(days=6))
+        total = sum(bars.get((symbol, d), np.nan) for d in days)
+        rate = min(off / total, 1.0) if not np.isnan(total) and total > 0 else np.nan
+        return off, rate, tier
+
+    out = []
+    for symbol in symbols:
+        for day in sessions:
+            seen = day if alignment == "published" else far_future
+            visible = [w for (s, w), revs in revisions.items()
+                       if s == symbol and min(r[0] for r in revs) <= seen]
+            if alignment == "published":
+                week = max(visible, default=None)
+            else:
+                monday = day - pd.Timedelta(days=day.weekday())
+                week = monday if monday in visible else None
+            if week is None:
+                out.append((symbol, day, pd.NaT, np.nan, np.nan, np.nan, np.nan, "None"))
+                continue
+            off, rate, tier = value(symbol, week, seen)
+            rates = []
+            for lag in range(window):
+                known = value(symbol, week - pd.Timedelta(days=7 * lag), seen)
+                rates.append(known[1] if known is not None else np.nan)
+            valid = np.array([r for r in rates if not np.isnan(r)])
+            z = np.nan
+            if len(valid) >= min_periods and valid.std() > 1e-12 and not np.isnan(rate):
+                z = (rate - valid.mean()) / valid.std()
+            status = "Anchored"
+            if alignment == "published":
+                due = day - pd.Timedelta(days=_DELAY_DAYS.get(tier, 35))
+                status = "Anchored" if week >= due - pd.Timedelta(days=due.weekday()) else "Staled"
+            out.append((symbol, day, week, off, rate, z, rate - rates[1], status))
+    return pd.DataFrame(out, columns=["symbol", "date", "otc_week_used",
+                                      "otc_off_exchange_volume", "otc_participation_rate",
+                                      "otc_participation_z", "otc_participation_delta",
+                                      "otc_status"])
+
+
+@pytest.mark.parametrize("alignment", ["published", "week"])
+@pytest.mark.parametrize("seed", [11, 12])
+def test_fast_path_equals_a_slow_reference_on_random_revisions(alignment: str,
+                                                               seed: int) -> None:
+    weekly, volume, sessions = _random_otc_inputs(seed)
+    symbols = ["DDD", "AAA", "ZZZ", "CCC", "BBB"]  # caller's order; ZZZ has no data at all
+    got = otc_daily_block(weekly, volume, sessions, alignment=alignment, z_window=6,
+                          z_min_periods=3, symbols=symbols)
+    want = _slow_reference(weekly, volume, sessions, symbols, alignment, 6, 3)
+    assert list(got.columns) == OUTPUT_COLUMNS and len(got) == len(want)
+    for col in ("symbol", "date", "otc_week_used", "otc_status"):
+        assert got[col].tolist() == want[col].tolist(), col
+    for col in ("otc_off_exchange_volume", "otc_participation_rate", "otc_participation_z",
+                "otc_participation_delta"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-12, atol=1e-12, err_msg=col)
+    assert (got["has_otc"] == (want["otc_status"] != "None")).all()
+    assert (got["otc_alignment"] == alignment).all()
+    # the comparison is not vacuous: every kind of day occurs
+    statuses = set(want["otc_status"])
+    assert statuses == ({"None", "Anchored", "Staled"} if alignment == "published"
+                        else {"None", "Anchored"})
+    assert want["otc_participation_z"].notna().sum() > 100
+    assert want["otc_participation_rate"].isna().sum() > 10  # incomplete weeks

@@ -28,17 +28,8 @@ from darkpool_analysis.cli import app
 from darkpool_analysis.store import read_frame
 from darkpool_analysis.synthetic import write_market
 from darkpool_analysis.views.sandbox_chart import plot
-from seed_support import run_seed_notebook, seed_cells, with_params
+from seed_support import SEED_TITLES, run_seed_notebook, seed_cells, with_params
 
-SEED_TITLES = [
-    "Combined Buy/Sell Ratio",
-    "Volume Weighted Directional Flow",
-    "FINRA Buy Volume (B)",
-    "Short Sale Buy/Sell Ratio",
-    "Accumulation Score (Current)",
-    "Accumulation Score (Option A: vw_flow_z)",
-    "Accumulation Score (Option B: blended)",
-]
 SEED_SCORES = ("acc_score_current", "acc_score_a", "acc_score_b", "vw_flow_z", "combined_ratio",
                "short_buy_sell_ratio_z", "confidence")
 

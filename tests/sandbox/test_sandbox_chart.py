@@ -17,16 +17,7 @@ from matplotlib.figure import Figure
 from darkpool_analysis import sandbox
 from darkpool_analysis.views import sandbox_chart, save_figure
 from darkpool_analysis.views.style import COLORS, format_volume
-
-SEED_TITLES = [
-    "Combined Buy/Sell Ratio",
-    "Volume Weighted Directional Flow",
-    "FINRA Buy Volume (B)",
-    "Short Sale Buy/Sell Ratio",
-    "Accumulation Score (Current)",
-    "Accumulation Score (Option A: vw_flow_z)",
-    "Accumulation Score (Option B: blended)",
-]
+from seed_support import SEED_TITLES
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from darkpool_analysis.errors import ConfigError, NoDataError
 from darkpool_analysis.formulas import parse_formula
 from darkpool_analysis.views import lab_chart, otc_panel, sandbox_chart
 from darkpool_analysis.views.style import COLORS
+from seed_support import SEED_TITLES
 
-SEED_TITLES = list(sandbox_chart.PANEL_TITLES)
 FIRST, LAST = "2025-06-02", "2025-12-31"
 #: Fixture sessions before the first published OTC week (placeholder panel range).
 NO_OTC_END = "2025-06-25"

@@ -13,6 +13,7 @@ from darkpool_analysis.cli import (  # noqa: F401
     ingest_trades,
     run_cmd,
     sandbox_cmd,
+    web_cmd,
 )
 from darkpool_analysis.cli.app import app
 

@@ -65,6 +65,27 @@ def config() -> Settings:
     return load_config()
 
 
+def parse_date(value: str | None, option: str) -> dt.date | None:
+    """A date option (``YYYY-MM-DD`` or ``YYYYMMDD``); a usage error naming the option."""
+    if value is None:
+        return None
+    from darkpool_analysis.trading_calendar import to_date
+
+    try:
+        return to_date(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{option} {value!r} is not a date (expected YYYY-MM-DD)",
+                                 param_hint=option) from exc
+
+
+def required_date(value: str, option: str) -> dt.date:
+    """Like :func:`parse_date` for an option that must be given."""
+    day = parse_date(value, option)
+    if day is None:
+        raise typer.BadParameter("a date is required", param_hint=option)
+    return day
+
+
 def auto_build(writer: Writer, settings: Settings, *, start: dt.date | None = None,
                symbols: list[str] | None = None) -> None:
     """Rebuild ``daily_metrics`` after an ingest, from ``start`` to the end of the data.

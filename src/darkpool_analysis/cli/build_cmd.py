@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -11,6 +12,13 @@ from darkpool_analysis.build import build_metrics
 from darkpool_analysis.cli.app import app, config, console, handle_errors
 from darkpool_analysis.store import open_writer
 from darkpool_analysis.trading_calendar import to_date
+
+
+class OtcAlignmentChoice(StrEnum):
+    """Values of ``--otc-alignment`` (see ``otc_metrics``)."""
+
+    published = "published"
+    week = "week"
 
 
 def _parse_date(value: str | None, option: str) -> str | None:
@@ -34,6 +42,11 @@ def build(
         "so rolling statistics equal a full build.")] = None,
     end: Annotated[str | None, typer.Option(
         "--end", help="Last date to rewrite (YYYY-MM-DD).")] = None,
+    otc_alignment: Annotated[OtcAlignmentChoice | None, typer.Option(
+        "--otc-alignment", help="OTC weekly rule: 'published' (a week is used from its FINRA "
+        "publication date on; point in time) or 'week' (the original system's LOOK-AHEAD: a "
+        "week's values on its own sessions; never for backtests). Default: the "
+        "DARKPOOL_OTC_ALIGNMENT setting.", case_sensitive=False)] = None,
 ) -> None:
     """Recompute daily_metrics (short-sale, lit, price, OTC blocks and the composite score).
 
@@ -42,6 +55,12 @@ def build(
     settings = config()
     first, last = _parse_date(start, "--start"), _parse_date(end, "--end")
     symbols = [t for t in (tickers or "").split(",") if t.strip()] or None
+    alignment = otc_alignment.value if otc_alignment is not None else settings.otc_alignment
+    if alignment == "week":
+        console.print("[bold yellow]LOOK-AHEAD WARNING:[/] --otc-alignment week attaches each "
+                      "OTC week's values to that week's own sessions, 2-4 weeks before FINRA "
+                      "published them. Rows are stored with otc_alignment='week'; do not "
+                      "backtest on them.", highlight=False)
     with open_writer(settings.db_path) as writer, Progress(
         TextColumn("[bold]daily_metrics"), BarColumn(), TextColumn("{task.completed:,.0f} rows"),
         TimeElapsedColumn(), console=console, transient=True,
@@ -52,10 +71,12 @@ def build(
             bar.update(task, completed=done, total=total)
 
         result = build_metrics(writer, settings, symbols=symbols, start=first, end=last,
-                               progress=advance)
+                               progress=advance, otc_alignment=alignment)
     span = f" from {result.start}" if result.start else ""
     span += f" to {result.end}" if result.end else ""
     console.print(f"daily_metrics: wrote {result.rows_written:,} rows for "
-                  f"{result.symbols:,} symbols{span} in {result.seconds:.2f}s")
+                  f"{result.symbols:,} symbols{span} in {result.seconds:.2f}s "
+                  f"(read {result.read_seconds:.2f}s, compute {result.compute_seconds:.2f}s, "
+                  f"write {result.write_seconds:.2f}s; OTC alignment {result.otc_alignment})")
     if result.missing_symbols:
         console.print(f"[yellow]no data for:[/] {', '.join(result.missing_symbols)}")

@@ -25,6 +25,7 @@ from darkpool_analysis.cli.app import (
     err_console,
     handle_errors,
     ingest_app,
+    required_date,
 )
 from darkpool_analysis.ingest.finra_short import (
     FileResult,
@@ -32,7 +33,6 @@ from darkpool_analysis.ingest.finra_short import (
     ingest_finra_short,
 )
 from darkpool_analysis.store import open_writer
-from darkpool_analysis.trading_calendar import to_date
 
 
 class Family(enum.StrEnum):
@@ -66,14 +66,6 @@ class _RichProgress:
         if self.task is not None:
             self.progress.update(self.task, advance=1,
                                  rate=f"{self.rows:,} rows, {self.rows / elapsed:,.0f} rows/s")
-
-
-def _parse_date(value: str, option: str) -> str:
-    try:
-        return to_date(value).isoformat()
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not a date (expected YYYY-MM-DD)",
-                                 param_hint=option) from exc
 
 
 def _print_summary(summary: IngestSummary) -> None:
@@ -123,7 +115,7 @@ def finra_short(
 
     Short volume is a proxy for dealer-filled buying, not observed buying or short interest.
     """
-    first, last = _parse_date(start, "--start"), _parse_date(end, "--end")
+    first, last = required_date(start, "--start"), required_date(end, "--end")
     if first > last:
         raise typer.BadParameter(f"--start {first} is after --end {last}")
     settings = config()
@@ -137,7 +129,7 @@ def finra_short(
                                          progress=_RichProgress(bar))
         _print_summary(summary)
         if summary.rows_written and not no_build:
-            auto_build(writer, settings, start=to_date(first))
+            auto_build(writer, settings, start=first)
     if not summary.ok:
         err_console.print(f"[bold red]error:[/] {len(summary.failed)} file(s) failed; the "
                           "others were stored", highlight=False)

@@ -18,6 +18,7 @@ from darkpool_analysis.cli.app import (
     err_console,
     handle_errors,
     ingest_app,
+    parse_date,
 )
 from darkpool_analysis.config import Settings
 from darkpool_analysis.ingest import finra_otc as ingest
@@ -25,7 +26,6 @@ from darkpool_analysis.sources import finra_otc as source
 from darkpool_analysis.sources.http import HttpPolicy, make_client
 from darkpool_analysis.store import Writer, open_writer, utcnow
 from darkpool_analysis.symbols import normalise
-from darkpool_analysis.trading_calendar import to_date
 
 #: Default range: the last 12 weeks up to the newest T1 week that should be public.
 DEFAULT_WEEKS = 12
@@ -39,14 +39,8 @@ class FileKind(enum.StrEnum):
 
 
 def _week(value: str | None, option: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        day = to_date(value)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not a date (expected YYYY-MM-DD)",
-                                 param_hint=option) from exc
-    return source.monday_of(day)
+    day = parse_date(value, option)
+    return None if day is None else source.monday_of(day)
 
 
 def _tiers(value: str) -> list[str]:

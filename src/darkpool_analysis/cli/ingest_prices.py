@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, cast
@@ -11,7 +10,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from darkpool_analysis.cli.app import auto_build, config, console, handle_errors, ingest_app
+from darkpool_analysis.cli.app import (
+    auto_build,
+    config,
+    console,
+    handle_errors,
+    ingest_app,
+    required_date,
+)
 from darkpool_analysis.errors import ConfigError, NoDataError
 from darkpool_analysis.ingest.prices import (
     PriceIngestSummary,
@@ -21,7 +27,6 @@ from darkpool_analysis.ingest.prices import (
     tickers_in_dir,
 )
 from darkpool_analysis.store import open_writer
-from darkpool_analysis.trading_calendar import to_date
 
 
 class ProviderChoice(StrEnum):
@@ -30,13 +35,6 @@ class ProviderChoice(StrEnum):
     polygon = "polygon"
     yahoo = "yahoo"
     csv = "csv"
-
-
-def _parse_date(value: str, option: str) -> dt.date:
-    try:
-        return to_date(value)
-    except ValueError as exc:
-        raise ConfigError(f"{option} {value!r} is not a date; expected YYYY-MM-DD") from exc
 
 
 def _summary_table(summary: PriceIngestSummary) -> Table:
@@ -80,7 +78,7 @@ def prices_command(
 ) -> None:
     """Ingest daily OHLCV bars into prices_daily (XNYS sessions only; re-runs replace)."""
     settings = config()
-    first, last = _parse_date(start, "--start"), _parse_date(end, "--end")
+    first, last = required_date(start, "--start"), required_date(end, "--end")
     if all_files and tickers:
         raise ConfigError("pass either --tickers or --all, not both")
     if all_files and from_dir is None:

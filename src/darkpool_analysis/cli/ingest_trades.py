@@ -13,12 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from darkpool_analysis.classify import MethodName
-from darkpool_analysis.cli.app import config, console, handle_errors, ingest_app
+from darkpool_analysis.cli.app import config, console, handle_errors, ingest_app, parse_date
 from darkpool_analysis.errors import ConfigError, NoDataError
 from darkpool_analysis.ingest.trades import TradesIngestSummary, ingest_trades
 from darkpool_analysis.sources.trades import POLYGON_MAX_PAGES, TradeSourceName
 from darkpool_analysis.store import open_writer
-from darkpool_analysis.trading_calendar import to_date
 
 
 class SourceChoice(StrEnum):
@@ -37,22 +36,13 @@ class MethodChoice(StrEnum):
     bvc = "bvc"
 
 
-def _date(value: str | None, option: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return to_date(value)
-    except ValueError as exc:
-        raise ConfigError(f"{option}: {exc}") from exc
-
-
 def _range(date: str | None, start: str | None, end: str | None) -> tuple[dt.date, dt.date]:
     if date is not None and (start is not None or end is not None):
         raise ConfigError("pass either --date or --start/--end, not both")
     if date is not None:
-        day = cast(dt.date, _date(date, "--date"))
+        day = cast(dt.date, parse_date(date, "--date"))
         return day, day
-    first, last = _date(start, "--start"), _date(end, "--end")
+    first, last = parse_date(start, "--start"), parse_date(end, "--end")
     if first is None:
         raise ConfigError("pass --date D or --start D [--end D]")
     return first, last or first

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from darkpool_analysis.cli.app import app, config, console, handle_errors
+from darkpool_analysis.cli.app import app, config, console, handle_errors, parse_date
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,18 +33,6 @@ class DotModeChoice(StrEnum):
     option_a = "option_a"
     option_b = "option_b"
     all = "all"
-
-
-def _parse_date(value: str | None, option: str) -> dt.date | None:
-    from darkpool_analysis.trading_calendar import to_date
-
-    if value is None:
-        return None
-    try:
-        return to_date(value)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not a date (expected YYYY-MM-DD)",
-                                 param_hint=option) from exc
 
 
 def _check_suffix(path: Path | None, allowed: tuple[str, ...], option: str) -> None:
@@ -116,7 +104,7 @@ def sandbox(
 
     _check_suffix(out, FIGURE_SUFFIXES, "--out")
     _check_suffix(csv, (".csv",), "--csv")
-    first, last = _parse_date(start, "--start"), _parse_date(end, "--end")
+    first, last = parse_date(start, "--start"), parse_date(end, "--end")
     if first is not None and last is not None and first > last:
         raise typer.BadParameter(f"--start {first} is after --end {last}", param_hint="--start")
 
@@ -148,7 +136,7 @@ def sandbox(
 
     _print_summary(frame, symbol, first, last, warmup)
     for path in written:
-        console.print(f"[green]wrote[/] {path}", highlight=False)
+        console.print(f"[green]wrote[/] {path}", highlight=False, soft_wrap=True)
 
 
 def _lab_figures(plan: LabPlan, frame: pd.DataFrame, chart_path: Path, *, dot_mode: str,
