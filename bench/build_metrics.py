@@ -7,9 +7,15 @@ generated, then, each in a fresh subprocess (so peak RSS is its own):
 * ``pandas``: a straightforward pandas implementation of the same columns (merge on the
   session grid, ``groupby().rolling()`` z-scores), compute only, as the baseline.
 
+The build line shows the wall seconds and their read / compute / write parts (the inserts
+run in a worker thread while the next batch is computed, so the parts overlap), rows/s, the
+process CPU seconds (user + sys: on a shared 2-core machine wall time is noisy, CPU time
+much less so), peak RSS and the speed-up over the pandas baseline.
+
 Usage::
 
     python bench/build_metrics.py --sizes 500x250,3000x1260,10000x1260
+    python bench/build_metrics.py --scale 0.1          # every size's symbols x 0.1
     python bench/build_metrics.py --sizes 500x250 --baseline-max-rows 0   # skip the baseline
 """
 
@@ -37,6 +43,11 @@ from darkpool_analysis.trading_calendar import sessions_index
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def generate(db: Path, n_symbols: int, n_sessions: int, seed: int = 0) -> int:
@@ -74,11 +85,12 @@ def generate(db: Path, n_symbols: int, n_sessions: int, seed: int = 0) -> int:
 
 def run_build(db: Path) -> dict[str, float]:
     settings = load_config(db_path=db)
-    started = time.perf_counter()
     with open_writer(db, publish_interval=1e9) as writer:
+        cpu = _cpu_seconds()
         result = build_metrics(writer, settings)
-        built = time.perf_counter() - started
-    return {"seconds": built, "seconds_with_publish": time.perf_counter() - started,
+        cpu = _cpu_seconds() - cpu
+    return {"seconds": result.seconds, "read": result.read_seconds,
+            "compute": result.compute_seconds, "write": result.write_seconds, "cpu": cpu,
             "rows": result.rows_written, "peak_mb": _peak_mb()}
 
 
@@ -127,6 +139,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="500x250,3000x1260,10000x1260",
                         help="comma-separated SYMBOLSxSESSIONS")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every size's number of symbols by this factor")
     parser.add_argument("--baseline-max-rows", type=int, default=20_000_000,
                         help="skip the pandas baseline above this many grid rows")
     parser.add_argument("--phase", choices=["build", "pandas"], help=argparse.SUPPRESS)
@@ -136,16 +150,21 @@ def main() -> None:
         runner = run_build if args.phase == "build" else run_pandas
         print(json.dumps(runner(args.db)))
         return
-    print(f"{'size':>12} {'rows':>11} {'build s':>8} {'rows/s':>11} {'peak MB':>8} "
-          f"{'pandas s':>9} {'pandas MB':>9} {'speed-up':>8}")
+    print(f"{'size':>12} {'rows':>11} {'build s':>8} {'read':>6} {'compute':>7} {'write':>6} "
+          f"{'rows/s':>11} {'cpu s':>6} {'peak MB':>8} {'pandas s':>9} {'pandas MB':>9} "
+          f"{'speed-up':>8}")
     for size in args.sizes.split(","):
         n_symbols, n_sessions = (int(v) for v in size.lower().split("x"))
+        n_symbols = max(1, round(n_symbols * args.scale))
+        size = f"{n_symbols}x{n_sessions}"
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(tmp) / "bench.duckdb"
             generate(db, n_symbols, n_sessions)
             build = _child("build", db)
             line = (f"{size:>12} {build['rows']:>11,} {build['seconds']:>8.2f} "
-                    f"{build['rows'] / build['seconds']:>11,.0f} {build['peak_mb']:>8.0f}")
+                    f"{build['read']:>6.2f} {build['compute']:>7.2f} {build['write']:>6.2f} "
+                    f"{build['rows'] / build['seconds']:>11,.0f} {build['cpu']:>6.1f} "
+                    f"{build['peak_mb']:>8.0f}")
             if build["rows"] <= args.baseline_max_rows:
                 base = _child("pandas", db)
                 line += (f" {base['seconds']:>9.2f} {base['peak_mb']:>9.0f} "

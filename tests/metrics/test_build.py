@@ -207,3 +207,147 @@ def test_truncating_after_t_changes_nothing_at_t(values: list, cut: int) -> None
     expected = full[full["date"] <= part["date"].max()].reset_index(drop=True)
     pd.testing.assert_frame_equal(part.reset_index(drop=True), expected,
                                   check_categorical=False, check_exact=True)
+
+
+def test_no_duplicate_symbol_date_after_full_and_partial_builds(db_path: Path) -> None:
+    # daily_metrics has no PRIMARY KEY (it cost ~30% of the build): uniqueness holds by
+    # construction (delete the replaced range, insert one row per grid session).
+    _load(db_path)
+    cfg = load_config(db_path=db_path)
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg, rows_per_batch=300)
+        build_metrics(writer, cfg, symbols=["BBB", "BRK-B"], start="2019-05-01",
+                      end="2019-08-30", rows_per_batch=50)
+        build_metrics(writer, cfg, start="2019-10-01")
+        dupes = writer.conn.execute("SELECT symbol, date, count(*) FROM daily_metrics "
+                                    "GROUP BY ALL HAVING count(*) > 1").fetchall()
+        rows = writer.conn.execute("SELECT count(*) FROM daily_metrics").fetchone()
+    assert dupes == []
+    # One row per session from each symbol's first to last appearance (short or price).
+    short, prices = _synthetic()
+    seen = pd.concat([
+        pd.DataFrame({"symbol": short["symbol"].str.replace("/", "."),
+                      "date": pd.to_datetime(short["trade_date"])}),
+        pd.DataFrame({"symbol": prices["symbol"], "date": pd.to_datetime(prices["date"])})])
+    spans = seen.groupby("symbol")["date"].agg(["min", "max"])
+    expected = sum(len(sessions_index(lo, hi)) for lo, hi in spans.itertuples(index=False))
+    assert rows is not None and rows[0] == expected
+
+
+def test_build_reports_its_time_breakdown(db_path: Path) -> None:
+    _load(db_path)
+    with open_writer(db_path) as writer:
+        result = build_metrics(writer, load_config(db_path=db_path), rows_per_batch=400)
+    parts = (result.read_seconds, result.compute_seconds, result.write_seconds)
+    assert all(part > 0 for part in parts)
+    assert result.read_seconds + result.compute_seconds <= result.seconds
+
+
+# --- OTC weekly block wired into the build ----------------------------------------------------
+OTC_WEEKS = pd.date_range("2024-01-01", "2024-04-08", freq="W-MON")
+
+
+def _load_otc_case(db: Path) -> pd.DataFrame:
+    """AAA (with OTC weekly rows, T1, published week + 21 days) and BBB (none); returns the
+    daily bars so the test can compute participation rates on its own."""
+    rng = np.random.default_rng(3)
+    days = sessions_index("2024-01-02", "2024-05-31")
+    n = len(days)
+    short_rows, price_rows = [], []
+    for symbol in ("AAA", "BBB"):
+        total = rng.integers(10_000, 100_000, n).astype(float)
+        short_rows.append(pd.DataFrame({
+            "trade_date": days, "facility": "CNMS", "symbol": symbol,
+            "short_volume": np.floor(total * rng.uniform(0.2, 0.8, n)),
+            "short_exempt_volume": 0.0, "total_volume": total}))
+        close = 20 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+        price_rows.append(pd.DataFrame({
+            "symbol": symbol, "date": days, "open": close, "high": close * 1.01,
+            "low": close * 0.99, "close": close, "vwap": close,
+            "volume": rng.integers(1_000_000, 2_000_000, n).astype(float)}))
+    prices = pd.concat(price_rows, ignore_index=True)
+    ats = rng.integers(50_000, 400_000, len(OTC_WEEKS)).astype(float)
+    weekly = pd.concat([pd.DataFrame({
+        "week_start_date": OTC_WEEKS.date, "tier": "T1", "summary_type": kind,
+        "symbol": "AAA", "symbol_norm": "AAA", "share_quantity": qty,
+        "initial_published_date": pd.NaT,
+        "last_update_date": (OTC_WEEKS + pd.Timedelta(days=21)).date,
+        "source": "file", "fetched_at": pd.Timestamp("2024-06-01")})
+        for kind, qty in (("ATS_W_SMBL", ats), ("OTC_W_SMBL", ats / 2))], ignore_index=True)
+    with open_writer(db) as writer:
+        write_short(writer, pd.concat(short_rows, ignore_index=True))
+        write_prices(writer, prices)
+        writer.replace_partition("finra_otc_weekly_raw", weekly, where="true", params=[])
+    return prices
+
+
+def _row_of(table: pd.DataFrame, symbol: str, day: str) -> pd.Series:
+    hit = table[(table["symbol"] == symbol) & (table["date"] == pd.Timestamp(day))]
+    assert len(hit) == 1
+    return hit.iloc[0]
+
+
+def test_build_uses_otc_week_from_its_publication_day_not_a_day_earlier(db_path: Path) -> None:
+    prices = _load_otc_case(db_path)
+    cfg = load_config(db_path=db_path)
+    with open_writer(db_path) as writer:
+        result = build_metrics(writer, cfg)
+    assert result.otc_alignment == "published"
+    table = _table(db_path)
+
+    # First OTC week (Mon 2024-01-01, T1) is published Mon 2024-01-22.
+    before, on = _row_of(table, "AAA", "2024-01-19"), _row_of(table, "AAA", "2024-01-22")
+    assert before["otc_status"] == "None" and not before["has_otc"]
+    assert pd.isna(before["otc_week_used"]) and np.isnan(before["otc_off_exchange_volume"])
+    assert before["confidence"] == pytest.approx(0.5 * 0.8 * 0.9)  # no OTC, no lit
+    assert on["otc_status"] == "Anchored" and on["has_otc"]
+    assert on["otc_week_used"] == pd.Timestamp("2024-01-01")
+    assert on["confidence"] == pytest.approx(1.0 * 0.8 * 0.9)
+
+    # Week of 2024-02-26 is published Mon 2024-03-18; the Friday before still shows 02-19.
+    friday, monday = _row_of(table, "AAA", "2024-03-15"), _row_of(table, "AAA", "2024-03-18")
+    assert friday["otc_week_used"] == pd.Timestamp("2024-02-19")
+    assert monday["otc_week_used"] == pd.Timestamp("2024-02-26")
+    week = prices[(prices["symbol"] == "AAA") & (prices["date"] >= "2024-02-26")
+                  & (prices["date"] <= "2024-03-01")]
+    assert len(week) == 5
+    off_volume = monday["otc_off_exchange_volume"]
+    assert monday["otc_participation_rate"] == pytest.approx(off_volume / week["volume"].sum())
+    assert friday["otc_participation_rate"] != monday["otc_participation_rate"]
+
+    # The score uses the OTC z as intensity (0.7 + 0.6 * sigmoid(z)), the day it is visible.
+    aaa = table[table["symbol"] == "AAA"]
+    used = aaa[aaa["otc_participation_z"].notna() & aaa["short_buy_sell_ratio_z"].notna()]
+    assert len(used) > 20
+    raw = (0.55 * np.tanh(0.5 * used["short_buy_sell_ratio_z"])
+           + 0.15 * np.tanh(0.3 * used["return_z"].fillna(0.0)))
+    intensity = 0.7 + 0.6 / (1.0 + np.exp(-used["otc_participation_z"]))
+    np.testing.assert_allclose(used["accumulation_score"], np.clip(raw * intensity, -1, 1),
+                               rtol=1e-12)
+    assert (np.abs(intensity - 1.0) > 1e-6).all()
+
+    # A symbol without OTC rows keeps the defaults; every row names the alignment used.
+    bbb = table[table["symbol"] == "BBB"]
+    assert (bbb["otc_status"] == "None").all() and not bbb["has_otc"].any()
+    assert bbb["otc_participation_z"].isna().all()
+    assert (table["otc_alignment"] == "published").all()
+
+
+def test_week_alignment_is_look_ahead_and_labelled(db_path: Path) -> None:
+    _load_otc_case(db_path)
+    result = CliRunner().invoke(app, ["build", "--otc-alignment", "week"])
+    assert result.exit_code == 0, result.output
+    assert "LOOK-AHEAD" in result.output
+    table = _table(db_path)
+    assert (table["otc_alignment"] == "week").all()
+    # Look-ahead: a Wednesday carries its own week, three weeks before FINRA published it.
+    wednesday = _row_of(table, "AAA", "2024-02-28")
+    assert wednesday["otc_week_used"] == pd.Timestamp("2024-02-26")
+    assert wednesday["has_otc"]
+
+    again = CliRunner().invoke(app, ["build", "--otc-alignment", "published"])
+    assert again.exit_code == 0, again.output
+    assert "LOOK-AHEAD" not in again.output
+    table = _table(db_path)
+    assert (table["otc_alignment"] == "published").all()
+    assert _row_of(table, "AAA", "2024-02-28")["otc_week_used"] == pd.Timestamp("2024-02-05")

@@ -14,11 +14,18 @@ import pandas as pd
 import pytest
 from dm_fixtures import write_prices, write_short
 
+from darkpool_analysis import metrics as metrics_module
 from darkpool_analysis.build import build_metrics
 from darkpool_analysis.config import Settings, load_config
-from darkpool_analysis.metrics import rolling_zscore_grouped
+from darkpool_analysis.metrics import (
+    assemble_grid,
+    compute_daily_metrics,
+    rolling_zscore_grouped,
+    symbol_chunks,
+)
 from darkpool_analysis.scoring import INFERENCE_VERSION
 from darkpool_analysis.store import open_writer
+from darkpool_analysis.trading_calendar import sessions_index
 
 NAN = math.nan
 DAYS = ["2021-01-04", "2021-01-05", "2021-01-06", "2021-01-07", "2021-01-08", "2021-01-11",
@@ -172,6 +179,44 @@ def test_rolling_windows_never_cross_symbols():
     starts = np.array([0, 0, 0, 3, 3])
     z = rolling_zscore_grouped(values, starts, 3, 2)
     _assert_close(z.tolist(), [NAN, 1.0, math.sqrt(1.5), NAN, 1.0])
+
+
+def test_symbol_chunks_never_split_a_symbol():
+    starts = np.array([0, 0, 0, 3, 3, 5, 5, 5, 5, 9])
+    assert symbol_chunks(starts, 4) == [(0, 5), (5, 9), (9, 10)]
+    assert symbol_chunks(starts, 100) == [(0, 10)]
+    assert symbol_chunks(np.array([0, 0, 0, 0]), 1) == [(0, 4)]  # one long symbol
+    assert symbol_chunks(np.array([], dtype=np.int64), 4) == []
+
+
+def test_chunked_rolling_equals_one_pass(monkeypatch: pytest.MonkeyPatch):
+    # Chunking (for CPU caches) must not change a single bit: each symbol's values only
+    # depend on its own rows.
+    rng = np.random.default_rng(11)
+    days = pd.bdate_range("2021-01-04", periods=300)
+    days = days[days.isin(sessions_index("2021-01-04", "2022-06-30"))]
+    frames = []
+    for k in range(12):
+        sym_days = days[k * 7: len(days) - k * 3]
+        n = len(sym_days)
+        total = rng.lognormal(12, 1.5, n).round()
+        frames.append(pd.DataFrame({"symbol": f"S{k:02d}", "date": sym_days,
+                                    "short_volume": (total * rng.uniform(0.1, 0.9, n)).round(),
+                                    "short_exempt_volume": 0.0, "total_volume": total,
+                                    "short_source": "CNMS"}))
+    short = pd.concat(frames, ignore_index=True)
+    short = short.loc[rng.random(len(short)) > 0.08]
+    prices = short[["symbol", "date"]].assign(
+        open=1.0, high=1.1, low=0.9, close=rng.lognormal(3, 0.2, len(short)), vwap=1.0,
+        volume=1e6)
+    cfg = load_config(short_z_window=20, return_z_window=10, zscore_min_periods=5)
+    grid = assemble_grid(short, prices)
+    monkeypatch.setattr(metrics_module, "ROLLING_CHUNK_ROWS", 10**9)
+    one_pass = compute_daily_metrics(grid, cfg)
+    monkeypatch.setattr(metrics_module, "ROLLING_CHUNK_ROWS", 50)
+    chunked = compute_daily_metrics(grid, cfg)
+    assert one_pass["short_ratio_z"].notna().sum() > 2000
+    pd.testing.assert_frame_equal(chunked, one_pass, check_exact=True)
 
 
 def test_price_block_columns(built):

@@ -61,8 +61,9 @@ def metrics_frame(symbol: str, start: str, end: str, seed: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def web_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("web_db") / "darkpool.duckdb"
+    frames = [metrics_frame(symbol, *span, seed=i)
+              for i, (symbol, span) in enumerate(SYMBOLS.items())]
     with store.open_writer(db) as writer:
-        frames = [metrics_frame(sym, *span, seed=i) for i, (sym, span) in enumerate(SYMBOLS.items())]
         writer.replace_partition("daily_metrics", pd.concat(frames, ignore_index=True),
                                  where="true", params=[])
     return db
@@ -78,7 +79,7 @@ def web_env(web_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def server(web_env: Path) -> Iterator[web_server.SandboxServer]:
     """The real server on 127.0.0.1:<ephemeral> in a background thread."""
     httpd = web_server.make_server(port=0, settings=load_config())
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield httpd
     httpd.shutdown()
@@ -243,6 +244,8 @@ def test_hostile_ticker_is_escaped(server: web_server.SandboxServer) -> None:
     assert "<script>alert" not in page.lower()
     assert 'value="&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;"' in page
     assert "unknown ticker &lt;SCRIPT&gt;ALERT(1)&lt;.SCRIPT&gt;" in page
+    _, _, body = fetch(server, "/?ticker=%7B%7Bbody%7D%7D")  # a placeholder is not re-filled
+    assert 'value="{{body}}"' in body.decode()
 
 
 def test_only_get_and_head(server: web_server.SandboxServer) -> None:
@@ -266,7 +269,7 @@ def test_symbols_healthz_and_unknown_path(server: web_server.SandboxServer) -> N
 
 def test_missing_database_is_500_with_message(tmp_path: Path) -> None:
     httpd = web_server.make_server(port=0, settings=load_config(db_path=tmp_path / "none.db"))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         status, error = fetch_json(httpd, "/api/summary.json?ticker=NKE")

@@ -21,6 +21,7 @@ guaranteed thread-safe across concurrently drawn figures.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
 import io
@@ -63,6 +64,7 @@ ZONE_HEADERS: Final = ("accumulation >=70", "distribution <=30", "between", "no 
 _TRUE: Final = frozenset({"1", "true", "on", "yes"})
 _FALSE: Final = frozenset({"0", "false", "off", "no"})
 _SAFE_FILENAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
+_PLACEHOLDER: Final = re.compile(r"\{\{(\w+)\}\}")
 
 FigureKind = Literal["seed", "lab", "experimental"]
 
@@ -104,7 +106,7 @@ class SandboxQuery:
 
     def with_range(self, start: dt.date, end: dt.date) -> SandboxQuery:
         """The same query with a resolved date range."""
-        return SandboxQuery(**{**self.__dict__, "start": start, "end": end})
+        return dataclasses.replace(self, start=start, end=end)
 
     def to_query(self, **overrides: str) -> str:
         """URL query string reproducing this request (the links on the page)."""
@@ -225,9 +227,6 @@ def _lab_plan(variants: str | None, formulas: tuple[str, ...], panels: str | Non
         if panel not in parsed.all:
             raise BadParameter(param, f"needs the {panel} panel", f"add {panel} to panels")
         check(param, lambda name=signal: get_variant(name, extra))
-    if variants is not None and not sandbox_lab.split_names(variants) and not formulas \
-            and not parsed.all:
-        raise BadParameter("variants", "names no variant", "e.g. current,option_a")
     return check("variants", lambda: sandbox_lab.plan_lab(
         variants, formulas, [], panels, hist_signal, bands_signal, bands_window))
 
@@ -482,10 +481,8 @@ def render_page(template: str, query: Mapping[str, Sequence[str]], body: str, no
                                f'data-name="{_esc(p)}">{_esc(p)}</button>' for p in PANELS),
         "body": body,
     }
-    page = template
-    for name, value in fields.items():
-        page = page.replace("{{" + name + "}}", value)
-    return page
+    # One pass: filled-in values are never scanned again for placeholders.
+    return _PLACEHOLDER.sub(lambda match: fields[match.group(1)], template)
 
 
 # -- HTTP ------------------------------------------------------------------------------------
