@@ -11,8 +11,9 @@ tick test. Bulk volume classification (BVC) works on bars, not trades: see :func
 
 Data contract: trades are sorted by ``(group, ts)`` where ``group`` numbers the
 (symbol, date) partitions; the tick test never looks across a group boundary and quotes only
-match trades of the same group. Work is done in fixed-size chunks so 50 M trades need only a
-few hundred MB of scratch memory beyond the inputs. See ``docs/trade-classification.md``.
+match trades of the same group. Work is done in cache-sized blocks of :data:`CHUNK` trades
+with reused scratch buffers, so scratch memory stays a few MB however many trades there are.
+See ``docs/trade-classification.md``.
 
 References: Lee & Ready (1991); Ellis, Michaely & O'Hara (2000); Chakrabarty, Li, Nguyen &
 Van Ness (2007); Easley, López de Prado & O'Hara (2012); Holden & Jacobsen (2014).
@@ -20,8 +21,8 @@ Van Ness (2007); Easley, López de Prado & O'Hara (2012); Holden & Jacobsen (201
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -30,8 +31,9 @@ import numpy.typing as npt
 #: Bumped whenever a rule, a filter or the aggregation changes (stored with every row).
 CLASSIFY_VERSION = "lit-1"
 
-#: Elements processed per block: bounds scratch memory, keeps the working set in cache.
-CHUNK = 1 << 21
+#: Trades processed per block: the block's inputs and temporaries (~40 bytes a trade) stay in
+#: the L2/L3 cache and scratch memory stays bounded however many trades there are.
+CHUNK = 1 << 16
 
 #: Quote timestamps are keyed as ``group << _GROUP_SHIFT | ns since the group's first tick``.
 _GROUP_SHIFT = 47  # 2**47 ns = 39 hours: one group (a symbol-day) must span less than that
@@ -63,6 +65,15 @@ def group_starts(group: npt.NDArray[np.integer] | None, n: int) -> npt.NDArray[n
     return starts
 
 
+def _positive_finite(values: FloatArray, name: str, what: str) -> None:
+    """Raise naming the first element that is not a finite number > 0 (NaN fails both tests)."""
+    ok = values > 0
+    ok &= values < np.inf
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise ValueError(f"{what} {i}: {name} must be a finite number > 0, got {values[i]!r}")
+
+
 @dataclass(frozen=True)
 class TradeArrays:
     """Trades of one or more (symbol, date) groups, sorted by ``(group, ts)``.
@@ -70,13 +81,16 @@ class TradeArrays:
     ``ts`` is int64 ns since the epoch (UTC), ``price`` and ``size`` are float64 and strictly
     positive; ``group`` (optional, int64) numbers the groups and is non-decreasing. Ties in
     ``ts`` keep the given order (the sequence number order of the feed). The constructor
-    rejects unsorted or non-positive input instead of mis-signing it.
+    rejects unsorted or non-positive input instead of mis-signing it, and records
+    ``starts`` (positions where a group begins, always 0 first) so the rules never rescan
+    ``group``.
     """
 
     ts: IntArray
     price: FloatArray
     size: FloatArray
     group: IntArray | None = None
+    starts: IntArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ts = _as(self.ts, np.int64, "ts")
@@ -90,15 +104,9 @@ class TradeArrays:
         object.__setattr__(self, "price", price)
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "group", group)
-        _check_sorted(ts, group, "trades")
-        bad = ~(price > 0) | ~np.isfinite(price)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"trade {i}: price must be a finite number > 0, got {price[i]!r}")
-        bad = ~(size > 0) | ~np.isfinite(size)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"trade {i}: size must be a finite number > 0, got {size[i]!r}")
+        object.__setattr__(self, "starts", _check_sorted(ts, group, "trades"))
+        _positive_finite(price, "price", "trade")
+        _positive_finite(size, "size", "trade")
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -110,12 +118,14 @@ class QuoteArrays:
 
     Zero, negative, non-finite or crossed (bid > ask) quotes are kept here and dropped by
     :func:`match_quotes`, so a bad quote *replaces* the previous one but never signs a trade.
+    ``starts`` as in :class:`TradeArrays`.
     """
 
     ts: IntArray
     bid: FloatArray
     ask: FloatArray
     group: IntArray | None = None
+    starts: IntArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ts = _as(self.ts, np.int64, "ts")
@@ -129,7 +139,7 @@ class QuoteArrays:
         object.__setattr__(self, "bid", bid)
         object.__setattr__(self, "ask", ask)
         object.__setattr__(self, "group", group)
-        _check_sorted(ts, group, "quotes")
+        object.__setattr__(self, "starts", _check_sorted(ts, group, "quotes"))
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -148,30 +158,74 @@ class MatchedQuotes:
         return ~np.isnan(self.bid)
 
 
-def _check_sorted(ts: IntArray, group: IntArray | None, what: str) -> None:
-    """Raise unless sorted by (group, ts): unsorted input would silently mis-sign trades."""
-    if len(ts) < 2:
-        return
+def _check_sorted(ts: IntArray, group: IntArray | None, what: str) -> IntArray:
+    """Raise unless sorted by (group, ts): unsorted input would silently mis-sign trades.
+
+    Returns the positions where a group starts (``[0]`` without groups, empty for no rows).
+    """
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if len(ts) == 1:
+        return np.zeros(1, dtype=np.int64)
+    bad = ts[1:] < ts[:-1]
     if group is None:
-        bad = ts[1:] < ts[:-1]
+        starts = np.zeros(1, dtype=np.int64)
     else:
-        dg = group[1:] - group[:-1]
-        if (dg < 0).any():
-            i = int(np.argmax(dg < 0)) + 1
+        back = group[1:] < group[:-1]
+        if back.any():
+            i = int(np.argmax(back)) + 1
             raise ValueError(f"{what} are not sorted by group: element {i} goes back from "
                              f"group {group[i - 1]} to {group[i]}")
-        bad = (ts[1:] < ts[:-1]) & (dg == 0)
+        new_group = group[1:] != group[:-1]
+        bad &= ~new_group
+        starts = np.flatnonzero(np.concatenate(([True], new_group))).astype(np.int64)
     if bad.any():
         i = int(np.argmax(bad)) + 1
         raise ValueError(f"{what} are not sorted by timestamp: element {i} ({ts[i]}) is "
                          f"earlier than element {i - 1} ({ts[i - 1]}); sort them stably first")
+    return starts
+
+
+def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` bounds of consecutive blocks of at most ``size`` elements covering ``n``."""
+    for lo in range(0, n, size):
+        yield lo, min(lo + size, n)
+
+
+class _Scratch:
+    """Block-sized work buffers, allocated once per call and reused by every block.
+
+    Reusing them (``out=`` everywhere) keeps a block's temporaries in L2/L3 and avoids the
+    allocation and first-touch page faults that fresh temporaries cost on every block.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.f1, self.f2, self.f3 = (np.empty(size) for _ in range(3))
+        self.b1, self.b2, self.b3 = (np.empty(size, dtype=bool) for _ in range(3))
+        self.i8 = np.empty(size, dtype=np.int8)
+        self.q8 = np.empty(size, dtype=np.int8)
+        self.values = np.empty(size + 1, dtype=np.int8)
+        self.run = np.empty(size, dtype=np.intp)
 
 
 # -- quote matching ---------------------------------------------------------------------------
+#: A block of trades is matched by merging (one stable sort of the block's keys and the quote
+#: keys in its time window) while the window holds at most this many quotes per trade;
+#: denser quotes are binary-searched (``np.searchsorted``), which is then cheaper.
+MERGE_MAX_QUOTES_PER_TRADE = 4
+
+
 def valid_quote_mask(bid: FloatArray, ask: FloatArray) -> npt.NDArray[np.bool_]:
-    """Usable quotes: finite, bid > 0, ask > 0 and not crossed (locked bid == ask is kept)."""
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask >= bid)
+    """Usable quotes: finite, bid > 0, ask > 0 and not crossed (locked bid == ask is kept).
+
+    ``bid > 0 and bid <= ask < inf`` says exactly that in three comparisons (NaN fails every
+    comparison; an infinite bid or ask fails ``ask < inf``).
+    """
+    valid = bid > 0
+    valid &= ask >= bid
+    valid &= ask < np.inf
+    return valid
 
 
 def match_quotes(trades: TradeArrays, quotes: QuoteArrays, *, lag_ns: int = 0,
@@ -182,65 +236,139 @@ def match_quotes(trades: TradeArrays, quotes: QuoteArrays, *, lag_ns: int = 0,
     stamped at the very same nanosecond counts as in force); Lee-Ready's original 5-second
     rule is ``lag_ns=5_000_000_000``. Crossed, zero and non-finite quotes are dropped first
     (``drop_invalid``). Trades before the first valid quote of their group get NaN.
-    Implemented with ``np.searchsorted`` on a (group, time) key: O(n log m), no Python loop.
+
+    Trades and quotes are both sorted by one int64 key, ``group << 47 | ns since the group's
+    first tick``, so every block of trades needs only the quotes in its own key window:
+    merged by a stable sort of the two sorted runs (linear, a quote with the trade's key
+    sorts first and counts as in force) or, for dense quotes, binary-searched.
     """
     if lag_ns < 0:
         raise ValueError(f"lag_ns must be >= 0, got {lag_ns}")
     if (trades.group is None) != (quotes.group is None):
         raise ValueError("trades and quotes must both have a group array or both have none")
-    q_ts, q_bid, q_ask, q_group = quotes.ts, quotes.bid, quotes.ask, quotes.group
+    q_ts, q_bid, q_ask, q_group, q_starts = (quotes.ts, quotes.bid, quotes.ask, quotes.group,
+                                             quotes.starts)
     if drop_invalid:
         keep = valid_quote_mask(q_bid, q_ask)
         if not keep.all():
             q_ts, q_bid, q_ask = q_ts[keep], q_bid[keep], q_ask[keep]
-            q_group = None if q_group is None else q_group[keep]
+            if q_group is not None:
+                q_group = q_group[keep]
+                q_starts = np.flatnonzero(group_starts(q_group, len(q_group))).astype(np.int64)
     n = len(trades)
-    bid = np.full(n, np.nan)
-    ask = np.full(n, np.nan)
+    bid = np.empty(n)
+    ask = np.empty(n)
     if n == 0 or len(q_ts) == 0:
+        bid.fill(np.nan)
+        ask.fill(np.nan)
         return MatchedQuotes(bid, ask)
-    if trades.group is None or q_group is None:
-        for lo in range(0, n, CHUNK):
-            hi = min(lo + CHUNK, n)
-            idx = np.searchsorted(q_ts, trades.ts[lo:hi] - lag_ns, side="right") - 1
-            ok = idx >= 0
-            np.copyto(bid[lo:hi], q_bid[idx], where=ok)
-            np.copyto(ask[lo:hi], q_ask[idx], where=ok)
-        return MatchedQuotes(bid, ask)
-    base = _group_base(trades.ts, trades.group, q_ts, q_group)
-    q_key = _group_key(q_ts, q_group, base)
-    for lo in range(0, n, CHUNK):
-        hi = min(lo + CHUNK, n)
-        t_group = trades.group[lo:hi]
-        # A lag can push the key below the group's base: the group check below rejects the
-        # quote that the search then finds in the previous group.
-        t_key = (t_group << _GROUP_SHIFT) + (trades.ts[lo:hi] - base[t_group] - lag_ns)
-        idx = np.searchsorted(q_key, t_key, side="right") - 1
-        ok = idx >= 0
-        ok &= q_group[np.maximum(idx, 0)] == t_group
-        np.copyto(bid[lo:hi], q_bid[idx], where=ok)
-        np.copyto(ask[lo:hi], q_ask[idx], where=ok)
+    t_group = trades.group
+    adjust: IntArray | None = None
+    first_quote: IntArray | None = None
+    if t_group is None or q_group is None:
+        q_key = q_ts
+    else:
+        adjust = _group_adjust(trades.ts, t_group, trades.starts, q_ts, q_group, q_starts)
+        q_key = np.take(adjust, q_group)
+        q_key += q_ts
+        # Index of each group's first quote: a match below it belongs to an earlier group.
+        first_quote = np.searchsorted(q_key, np.arange(len(adjust), dtype=np.int64)
+                                      << _GROUP_SHIFT, side="left")
+    size = min(CHUNK, n)
+    t_key = np.empty(size, dtype=np.int64)
+    index = np.empty(size, dtype=np.intp)
+    floor = np.empty(size, dtype=np.intp)
+    ok = np.empty(size, dtype=bool)
+    merge = _MergeBuffers(size)
+    for lo, hi in _blocks(n, size):
+        m = hi - lo
+        key, idx, good = t_key[:m], index[:m], ok[:m]
+        if adjust is None:
+            np.subtract(trades.ts[lo:hi], lag_ns, out=key)
+        else:
+            np.take(adjust, t_group[lo:hi], out=key, mode="clip")
+            key += trades.ts[lo:hi]
+            if lag_ns:
+                # A lag can push the key into the previous group's range: the first_quote
+                # check below rejects the quote the search then finds there.
+                key -= lag_ns
+        _asof_positions(q_key, key, idx, merge)
+        if first_quote is None:
+            np.greater_equal(idx, 0, out=good)
+        else:
+            np.take(first_quote, t_group[lo:hi], out=floor[:m], mode="clip")
+            np.greater_equal(idx, floor[:m], out=good)
+        np.take(q_bid, idx, out=bid[lo:hi], mode="clip")
+        np.take(q_ask, idx, out=ask[lo:hi], mode="clip")
+        if not good.all():
+            np.logical_not(good, out=good)
+            np.copyto(bid[lo:hi], np.nan, where=good)
+            np.copyto(ask[lo:hi], np.nan, where=good)
     return MatchedQuotes(bid, ask)
 
 
-def _group_base(t_ts: IntArray, t_group: IntArray, q_ts: IntArray, q_group: IntArray) -> IntArray:
-    """Earliest timestamp of each group over trades and quotes (the zero of its time key)."""
-    size = int(max(t_group.max(initial=-1), q_group.max(initial=-1))) + 1
+class _MergeBuffers:
+    """Work buffers of :func:`_asof_positions` (merged keys, quote flags, running counts)."""
+
+    def __init__(self, size: int) -> None:
+        capacity = (MERGE_MAX_QUOTES_PER_TRADE + 1) * size
+        self.keys = np.empty(capacity, dtype=np.int64)
+        self.is_quote = np.empty(capacity, dtype=bool)
+        self.count = np.empty(capacity, dtype=np.intp)
+
+
+def _asof_positions(q_key: IntArray, t_key: IntArray, out: npt.NDArray[np.intp],
+                    buffers: _MergeBuffers) -> None:
+    """``out[i]`` = index of the last ``q_key <= t_key[i]`` (-1 if none); both sorted."""
+    m = len(t_key)
+    window_lo = max(int(np.searchsorted(q_key, t_key[0], side="right")) - 1, 0)
+    window_hi = int(np.searchsorted(q_key, t_key[-1], side="right"))
+    n_quotes = window_hi - window_lo
+    if window_hi == 0:
+        out.fill(-1)
+        return
+    if n_quotes > MERGE_MAX_QUOTES_PER_TRADE * m:
+        out[:] = np.searchsorted(q_key[window_lo:window_hi], t_key, side="right")
+    else:
+        total = n_quotes + m
+        keys = buffers.keys[:total]
+        keys[:n_quotes] = q_key[window_lo:window_hi]
+        keys[n_quotes:] = t_key
+        # Stable: on equal keys the quote (placed first) precedes the trade, and the trades
+        # keep their order, so the k-th trade in merged order is t_key[k].
+        order = np.argsort(keys, kind="stable")
+        is_quote = buffers.is_quote[:total]
+        np.less(order, n_quotes, out=is_quote)
+        count = buffers.count[:total]
+        np.cumsum(is_quote, out=count)
+        np.logical_not(is_quote, out=is_quote)
+        np.compress(is_quote, count, out=out)
+    out += window_lo - 1
+
+
+def _group_adjust(t_ts: IntArray, t_group: IntArray, t_starts: IntArray, q_ts: IntArray,
+                  q_group: IntArray, q_starts: IntArray) -> IntArray:
+    """Per group code ``g``: ``(g << 47) - base_g``, so ``ts + adjust[g]`` is the sort key.
+
+    ``base_g`` is the earliest timestamp of group ``g`` over trades and quotes; a group
+    spanning 2**47 ns (39 hours) or more would overflow into the next group's keys.
+    """
+    if min(int(t_group[0]), int(q_group[0])) < 0:
+        raise ValueError("group codes must be >= 0")
+    size = int(max(t_group[-1], q_group[-1])) + 1  # both sorted by group
     if size > (1 << (63 - _GROUP_SHIFT)) - 1:
         raise ValueError(f"too many groups for one matching call ({size}); split the input")
-    base = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(base, t_group[group_starts(t_group, len(t_group))],
-                  t_ts[group_starts(t_group, len(t_group))])
-    np.minimum.at(base, q_group[group_starts(q_group, len(q_group))],
-                  q_ts[group_starts(q_group, len(q_group))])
-    return base
-
-
-def _group_key(ts: IntArray, group: IntArray, base: IntArray) -> IntArray:
-    offset = ts - base[group]
-    if len(offset) and offset.max() >= (1 << _GROUP_SHIFT):
-        raise ValueError("a group spans more than 39 hours; use one group per symbol and date")
-    return (group << _GROUP_SHIFT) + offset
+    unset = np.iinfo(np.int64).max
+    base = np.full(size, unset, dtype=np.int64)
+    np.minimum.at(base, t_group[t_starts], t_ts[t_starts])
+    np.minimum.at(base, q_group[q_starts], q_ts[q_starts])
+    for ts, group, starts in ((t_ts, t_group, t_starts), (q_ts, q_group, q_starts)):
+        ends = np.append(starts[1:] - 1, len(ts) - 1)
+        if (ts[ends] - base[group[ends]]).max() >= (1 << _GROUP_SHIFT):
+            raise ValueError("a group spans more than 39 hours; use one group per symbol and "
+                             "date")
+    base[base == unset] = 0
+    return (np.arange(size, dtype=np.int64) << _GROUP_SHIFT) - base
 
 
 def nbbo_from_exchange_quotes(ts: IntArray, exchange: npt.NDArray[np.integer],
@@ -273,38 +401,81 @@ def nbbo_from_exchange_quotes(ts: IntArray, exchange: npt.NDArray[np.integer],
 
 
 # -- rules ------------------------------------------------------------------------------------
-def _sign_int8(up: npt.NDArray[np.bool_], down: npt.NDArray[np.bool_]) -> Int8Array:
-    return up.view(np.int8) - down.view(np.int8)
+# Every rule runs block by block (:data:`CHUNK` trades) with the reused :class:`_Scratch`
+# buffers: one read of price/bid/ask per block, each label computed once, combined with
+# int8 arithmetic instead of ``np.where`` temporaries. The float operations are exactly the
+# ones of the rule definitions (same operands, same order), so labels are bit-for-bit those
+# of the plain formulas.
+
+#: Relative tolerance of price comparisons with computed levels (midpoint, CLNV band edges):
+#: absorbs float rounding of ``0.5 * (ask + bid)`` (~1e-16) and stays far below any real
+#: price increment (1e-4 / 1e5 = 1e-9), so a trade printed at the midpoint is never signed.
+REL_TOL = 1e-12
+
+
+def _tick_block(trades: TradeArrays, lo: int, hi: int, carry: int, s: _Scratch,
+                out: Int8Array) -> int:
+    """Tick test of trades ``lo:hi`` into ``out``; ``carry`` is the label of trade ``lo - 1``.
+
+    A zero tick takes the last non-zero tick: the block's informative positions (non-zero
+    ticks, group starts, and the block start carrying ``carry``) are numbered by a running
+    count and every trade takes the value of its run (compress + take: both linear and
+    branch-free, unlike ``np.maximum.accumulate``). Returns the block's last label.
+    """
+    m = hi - lo
+    price = trades.price
+    up, down, tick = s.b1[:m], s.b2[:m], s.i8[:m]
+    first = 1 if lo == 0 else 0  # trade 0 has no predecessor (and is a group start)
+    if first:
+        up[0] = down[0] = False
+    np.greater(price[lo + first:hi], price[lo + first - 1:hi - 1], out=up[first:])
+    np.less(price[lo + first:hi], price[lo + first - 1:hi - 1], out=down[first:])
+    np.subtract(up.view(np.int8), down.view(np.int8), out=tick)
+    informative = np.logical_or(up, down, out=up)
+    starts = trades.starts
+    local = starts[np.searchsorted(starts, lo):np.searchsorted(starts, hi)] - lo
+    tick[local] = 0
+    informative[local] = True
+    if not informative[0]:  # a zero-tick run continuing from the previous block
+        informative[0] = True
+        tick[0] = carry
+    run = s.run[:m]
+    np.cumsum(informative, out=run)  # run number, 1-based
+    values = s.values[:int(run[-1]) + 1]
+    np.compress(informative, tick, out=values[1:])
+    np.take(values, run, out=out, mode="clip")
+    return int(out[-1])
+
+
+def _quote_block(price: FloatArray, bid: FloatArray, ask: FloatArray, rel_tol: float,
+                 s: _Scratch, out: Int8Array) -> None:
+    """Quote rule into ``out``: sign against ``mid -/+ rel_tol * mid`` (NaN quote -> 0)."""
+    m = len(price)
+    mid, tol, upper = s.f1[:m], s.f2[:m], s.f3[:m]
+    np.add(ask, bid, out=mid)
+    np.multiply(mid, 0.5, out=mid)
+    np.multiply(mid, rel_tol, out=tol)
+    np.add(mid, tol, out=upper)
+    lower = np.subtract(mid, tol, out=mid)
+    above, below = s.b1[:m], s.b2[:m]
+    np.greater(price, upper, out=above)
+    np.less(price, lower, out=below)
+    np.subtract(above.view(np.int8), below.view(np.int8), out=out)
 
 
 def tick_test(trades: TradeArrays, quotes: MatchedQuotes | None = None) -> Int8Array:
     """Tick test: +1 on an uptick, -1 on a downtick; a zero tick takes the last non-zero tick.
 
-    The first trade of each group and the zero-tick run after it are unclassified (0). Zero
-    ticks are filled with ``np.maximum.accumulate`` over the positions of non-zero ticks.
+    The first trade of each group and the zero-tick run after it are unclassified (0).
     ``quotes`` is ignored (same signature as the other rules).
     """
-    price = trades.price
-    n = len(price)
-    out = np.zeros(n, dtype=np.int8)
-    if n == 0:
-        return out
-    starts = group_starts(trades.group, n)
-    carry = np.int8(0)
-    for lo in range(0, n, CHUNK):
-        hi = min(lo + CHUNK, n)
-        prev = price[lo - 1:hi - 1] if lo else np.concatenate(([price[0]], price[: hi - 1]))
-        cur = price[lo:hi]
-        tick = _sign_int8(cur > prev, cur < prev)
-        start = starts[lo:hi]
-        tick[start] = 0
-        # Position of the last non-zero tick or group start at or before each trade.
-        pos = np.where((tick != 0) | start, np.arange(hi - lo, dtype=np.int32), np.int32(-1))
-        np.maximum.accumulate(pos, out=pos)
-        filled = tick[np.maximum(pos, 0)]
-        filled[pos < 0] = carry  # zero ticks continuing the previous chunk
-        out[lo:hi] = filled
-        carry = filled[-1]
+    n = len(trades)
+    out = np.empty(n, dtype=np.int8)
+    if n:
+        s = _Scratch(min(CHUNK, n))
+        carry = 0
+        for lo, hi in _blocks(n, s.size):
+            carry = _tick_block(trades, lo, hi, carry, s, out[lo:hi])
     return out
 
 
@@ -316,17 +487,37 @@ def _require_quotes(quotes: MatchedQuotes | None, n: int, rule: str) -> MatchedQ
     return quotes
 
 
-#: Relative tolerance of price comparisons with computed levels (midpoint, CLNV band edges):
-#: absorbs float rounding of ``0.5 * (ask + bid)`` (~1e-16) and stays far below any real
-#: price increment (1e-4 / 1e5 = 1e-9), so a trade printed at the midpoint is never signed.
-REL_TOL = 1e-12
+#: Computes, into ``_Scratch.b3``, where a hybrid rule uses the quote rule instead of the
+#: tick test; arguments are the block's price, bid, ask and the scratch buffers.
+_Selector = Callable[[FloatArray, FloatArray, FloatArray, _Scratch], None]
 
 
-def _quote_kernel(price: FloatArray, bid: FloatArray, ask: FloatArray,
-                  rel_tol: float = REL_TOL) -> Int8Array:
-    mid = 0.5 * (ask + bid)  # NaN (no quote) compares False both ways -> 0
-    tol = rel_tol * mid
-    return _sign_int8(price > mid + tol, price < mid - tol)
+def _hybrid(trades: TradeArrays, quotes: MatchedQuotes, rel_tol: float,
+            select: _Selector | None) -> Int8Array:
+    """Quote rule where ``select`` says so (``None``: where it signs), else the tick test."""
+    n = len(trades)
+    out = np.empty(n, dtype=np.int8)
+    if n == 0:
+        return out
+    s = _Scratch(min(CHUNK, n))
+    carry = 0
+    for lo, hi in _blocks(n, s.size):
+        m = hi - lo
+        label = out[lo:hi]
+        carry = _tick_block(trades, lo, hi, carry, s, label)
+        price, bid, ask = trades.price[lo:hi], quotes.bid[lo:hi], quotes.ask[lo:hi]
+        if select is not None:
+            select(price, bid, ask, s)
+        by_quote = s.q8[:m]
+        _quote_block(price, bid, ask, rel_tol, s, by_quote)
+        if select is None:  # label = quote if quote != 0 else tick
+            unsigned = np.equal(by_quote, 0, out=s.b1[:m])
+            np.multiply(label, unsigned.view(np.int8), out=label)
+        else:  # label = tick + (quote - tick) * selected
+            np.subtract(by_quote, label, out=by_quote)
+            np.multiply(by_quote, s.b3[:m].view(np.int8), out=by_quote)
+        np.add(label, by_quote, out=label)
+    return out
 
 
 def quote_rule(trades: TradeArrays, quotes: MatchedQuotes | None, *,
@@ -338,10 +529,13 @@ def quote_rule(trades: TradeArrays, quotes: MatchedQuotes | None, *,
     day), so the default keeps a tiny relative tolerance (:data:`REL_TOL`).
     """
     q = _require_quotes(quotes, len(trades), "quote")
-    out = np.empty(len(trades), dtype=np.int8)
-    for lo in range(0, len(trades), CHUNK):
-        sl = slice(lo, lo + CHUNK)
-        out[sl] = _quote_kernel(trades.price[sl], q.bid[sl], q.ask[sl], rel_tol)
+    n = len(trades)
+    out = np.empty(n, dtype=np.int8)
+    if n:
+        s = _Scratch(min(CHUNK, n))
+        for lo, hi in _blocks(n, s.size):
+            _quote_block(trades.price[lo:hi], q.bid[lo:hi], q.ask[lo:hi], rel_tol, s,
+                         out[lo:hi])
     return out
 
 
@@ -353,12 +547,7 @@ def lee_ready(trades: TradeArrays, quotes: MatchedQuotes | None, *,
     :func:`quote_rule`.
     """
     q = _require_quotes(quotes, len(trades), "lee_ready")
-    out = tick_test(trades)
-    for lo in range(0, len(trades), CHUNK):
-        sl = slice(lo, lo + CHUNK)
-        by_quote = _quote_kernel(trades.price[sl], q.bid[sl], q.ask[sl], rel_tol)
-        np.copyto(out[sl], by_quote, where=by_quote != 0)
-    return out
+    return _hybrid(trades, q, rel_tol, None)
 
 
 def emo(trades: TradeArrays, quotes: MatchedQuotes | None, *, atol: float = 1e-6,
@@ -370,14 +559,24 @@ def emo(trades: TradeArrays, quotes: MatchedQuotes | None, *, atol: float = 1e-6
     not "at the ask xor the bid" and goes to the tick test.
     """
     q = _require_quotes(quotes, len(trades), "emo")
-    out = tick_test(trades)
-    for lo in range(0, len(trades), CHUNK):
-        sl = slice(lo, lo + CHUNK)
-        price, bid, ask = trades.price[sl], q.bid[sl], q.ask[sl]
-        at_ask = np.abs(price - ask) <= atol + rtol * np.abs(ask)
-        at_bid = np.abs(price - bid) <= atol + rtol * np.abs(bid)
-        np.copyto(out[sl], _quote_kernel(price, bid, ask, rel_tol), where=at_ask ^ at_bid)
-    return out
+
+    def at_ask_xor_bid(price: FloatArray, bid: FloatArray, ask: FloatArray,
+                       s: _Scratch) -> None:
+        m = len(price)
+        distance, limit = s.f1[:m], s.f2[:m]
+        for quote, at in ((ask, s.b1[:m]), (bid, s.b2[:m])):
+            np.subtract(price, quote, out=distance)
+            np.abs(distance, out=distance)
+            if rtol:
+                np.abs(quote, out=limit)
+                np.multiply(limit, rtol, out=limit)
+                np.add(limit, atol, out=limit)
+                np.less_equal(distance, limit, out=at)
+            else:  # atol + 0 * |quote| is atol wherever the distance is finite
+                np.less_equal(distance, atol, out=at)
+        np.not_equal(s.b1[:m], s.b2[:m], out=s.b3[:m])
+
+    return _hybrid(trades, q, rel_tol, at_ask_xor_bid)
 
 
 def clnv(trades: TradeArrays, quotes: MatchedQuotes | None, *, band: float = 0.3,
@@ -396,18 +595,33 @@ def clnv(trades: TradeArrays, quotes: MatchedQuotes | None, *, band: float = 0.3
     if not 0.0 < band < 0.5:
         raise ValueError(f"band must be in (0, 0.5), got {band}")
     q = _require_quotes(quotes, len(trades), "clnv")
-    out = tick_test(trades)
-    for lo in range(0, len(trades), CHUNK):
-        sl = slice(lo, lo + CHUNK)
-        price, bid, ask = trades.price[sl], q.bid[sl], q.ask[sl]
-        tol = rel_tol * ask
-        in_upper = ((1.0 - band) * ask + band * bid - tol <= price) & (price <= ask)
-        in_lower = (bid <= price) & (price <= band * ask + (1.0 - band) * bid + tol)
-        use_quote = in_upper ^ in_lower
+    inner = 1.0 - band
+
+    def in_one_band(price: FloatArray, bid: FloatArray, ask: FloatArray, s: _Scratch) -> None:
+        m = len(price)
+        tol, edge, term = s.f2[:m], s.f1[:m], s.f3[:m]
+        in_upper, in_lower, flag = s.b1[:m], s.b2[:m], s.b3[:m]
+        np.multiply(ask, rel_tol, out=tol)
+        np.multiply(ask, inner, out=edge)  # (1 - band) * ask + band * bid - tol
+        np.multiply(bid, band, out=term)
+        np.add(edge, term, out=edge)
+        np.subtract(edge, tol, out=edge)
+        np.less_equal(edge, price, out=in_upper)
+        np.less_equal(price, ask, out=flag)
+        np.logical_and(in_upper, flag, out=in_upper)
+        np.multiply(ask, band, out=edge)  # band * ask + (1 - band) * bid + tol
+        np.multiply(bid, inner, out=term)
+        np.add(edge, term, out=edge)
+        np.add(edge, tol, out=edge)
+        np.less_equal(bid, price, out=in_lower)
+        np.less_equal(price, edge, out=flag)
+        np.logical_and(in_lower, flag, out=in_lower)
+        np.not_equal(in_upper, in_lower, out=flag)
         if locked == "tick":
-            use_quote &= ask != bid
-        np.copyto(out[sl], _quote_kernel(price, bid, ask, rel_tol), where=use_quote)
-    return out
+            np.not_equal(ask, bid, out=in_upper)
+            np.logical_and(flag, in_upper, out=flag)
+
+    return _hybrid(trades, q, rel_tol, in_one_band)
 
 
 RULES: dict[str, Callable[..., Int8Array]] = {
