@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -13,7 +14,7 @@ from darkpool_analysis.cli import app
 from darkpool_analysis.config import load_config
 from darkpool_analysis.errors import DataFormatError
 from darkpool_analysis.ingest.trades import ingest_trades
-from darkpool_analysis.store import open_writer, read_frame
+from darkpool_analysis.store import open_writer, read_frame, utcnow
 
 runner = CliRunner()
 
@@ -114,3 +115,38 @@ def test_real_taq_day(real_data: Path, db_path: Path, tmp_path: Path) -> None:
     assert row.method == "lee_ready" and row.quote_coverage_pct == 100
     kept = duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'pq'}/taq_2019-05-08_trades.parquet'")
     assert kept.fetchall() == [(17057,)]
+
+
+def test_lit_only_day_stores_lit_rows_and_skips_the_build(tmp_path: Path, db_path: Path) -> None:
+    trades, quotes = _files(tmp_path)
+    result = runner.invoke(app, ["ingest", "trades", "--date", "2024-03-07", "--tickers", "XYZ",
+                                 "--source", "file", "--path", str(trades), "--quotes-path",
+                                 str(quotes)])
+    assert result.exit_code == 0, result.output
+    assert len(read_frame(db_path, "SELECT * FROM lit_direction_daily")) == 1
+    assert read_frame(db_path, "SELECT count(*) AS n FROM daily_metrics")["n"].item() == 0
+
+
+def test_lit_totals_flow_into_daily_metrics(tmp_path: Path, db_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DARKPOOL_MIN_LIT_VOLUME", "500")
+    day = dt.date(2024, 3, 7)
+    short = pd.DataFrame({"trade_date": [day], "facility": ["CNMS"], "symbol": ["XYZ"],
+                          "symbol_norm": ["XYZ"], "short_volume": [600.0],
+                          "short_exempt_volume": [0.0], "total_volume": [1000.0],
+                          "market": ["B,Q,N"], "source_file": ["CNMSshvol20240307.txt"],
+                          "sha256": ["x"], "fetched_at": [utcnow()]})
+    with open_writer(db_path) as writer:
+        writer.replace_partition("finra_short_daily_raw", short, where="true", params=[])
+    trades, quotes = _files(tmp_path)
+    result = runner.invoke(app, ["ingest", "trades", "--date", "2024-03-07", "--tickers", "XYZ",
+                                 "--source", "file", "--path", str(trades), "--quotes-path",
+                                 str(quotes)])
+    assert result.exit_code == 0, result.output
+    row = read_frame(db_path, "SELECT * FROM daily_metrics WHERE symbol = 'XYZ'").iloc[0]
+    assert (row.lit_buy_volume, row.lit_sell_volume, row.lit_total_volume) == (200, 800, 1000)
+    assert row.lit_flow_imbalance == pytest.approx(-0.6)  # (200 - 800) / 1000
+    assert row.lit_buy_ratio == pytest.approx(0.2)
+    assert row.vw_flow == pytest.approx((600 + 200) - (400 + 800))
+    assert row.combined_ratio == pytest.approx(800 / 1200)
+    assert bool(row.has_lit) and row.lit_method == "lee_ready"

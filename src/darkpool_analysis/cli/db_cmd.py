@@ -15,9 +15,19 @@ def _frame_table(title: str, frame: pd.DataFrame) -> Table:
         table.add_column(str(column), justify="right" if frame[column].dtype.kind in "iuf"
                          else "left")
     for row in frame.itertuples(index=False):  # display only, a handful of rows
-        table.add_row(*["" if pd.isna(v) else f"{v:,}" if isinstance(v, int) else str(v)
-                        for v in row])
+        table.add_row(*[_cell(v) for v in row])
     return table
+
+
+def _cell(value: object) -> str:
+    """Text for one cell: thousands separators, dates without a midnight time."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, pd.Timestamp) and value == value.normalize():
+        return value.date().isoformat()
+    return str(value)
 
 
 @db_app.command("info")

@@ -25,7 +25,7 @@ import pandas as pd
 from darkpool_analysis import classify
 from darkpool_analysis.classify import CLASSIFY_VERSION, METHODS, QUOTE_RULES, MethodName
 from darkpool_analysis.config import Settings
-from darkpool_analysis.errors import ConfigError
+from darkpool_analysis.errors import ConfigError, NoDataError
 from darkpool_analysis.sources.http import make_client
 from darkpool_analysis.sources.trades import (
     POLYGON_MAX_PAGES,
@@ -126,7 +126,11 @@ def _build_metrics(writer: Writer, settings: Settings, symbols: Sequence[str],
     (later rows depend on these days through rolling windows)."""
     from darkpool_analysis.build import build_metrics
 
-    build_metrics(writer, settings, symbols=list(symbols), start=start)
+    try:
+        build_metrics(writer, settings, symbols=list(symbols), start=start)
+    except NoDataError as exc:  # lit data alone does not create daily_metrics rows
+        log.warning("daily_metrics not rebuilt: %s", exc.message)
+        return False
     return True
 
 
