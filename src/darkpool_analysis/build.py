@@ -12,6 +12,11 @@ look that far back), aligned to the rolling layout's blocks
 (:func:`~darkpool_analysis.metrics.warmup_block_floor`), then writes only rows inside
 ``[start, end]``. Rows of other symbols or dates are never touched, and
 ``daily_metrics`` holds no timestamps, so rebuilding is deterministic.
+
+The OTC weekly columns come from :mod:`darkpool_analysis.otc_metrics` (point in time by
+default; ``otc_alignment='week'`` is the original look-ahead, warned about and stored on every
+row). Speed: batches of symbols are read and computed while a worker thread inserts the
+previous batch (see ``bench/build_metrics.py`` and BENCHMARKS.md for the measured figures).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from darkpool_analysis.metrics import (
     warmup_block_floor,
 )
 from darkpool_analysis.otc_metrics import load_otc_inputs, otc_daily_block
-from darkpool_analysis.store import Writer
+from darkpool_analysis.store import Writer, run
 from darkpool_analysis.symbols import to_feed
 from darkpool_analysis.trading_calendar import (
     CALENDAR_START,
@@ -59,6 +64,9 @@ log = logging.getLogger(__name__)
 
 #: Grid rows computed and inserted per batch (bounds peak memory; ~60 columns per row).
 ROWS_PER_BATCH = 1_500_000
+
+#: DuckDB's memory limit during a build (its buffer pool; Python's batches come on top).
+BUILD_MEMORY_LIMIT = "1GB"
 
 #: Facilities whose rows sum to the consolidated (CNMS) row when no CNMS file exists.
 NMS_FACILITIES = ("FNSQ", "FNQC", "FNYX", "FNRA")
@@ -268,29 +276,44 @@ def _batch_inputs(conn: duckdb.DuckDBPyConnection, names: np.ndarray, load_start
 
 @contextlib.contextmanager
 def _bulk_insert_settings(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """``preserve_insertion_order = false`` while the build inserts, then the previous value.
+    """DuckDB settings for the build's inserts, restored afterwards.
 
-    Lets DuckDB write row groups from both threads in any order (readers always sort); the
-    rows themselves are unchanged.
+    ``preserve_insertion_order = false`` lets DuckDB write row groups in any order (readers
+    always sort; the rows themselves are unchanged). ``memory_limit`` =
+    :data:`BUILD_MEMORY_LIMIT` makes DuckDB evict the row groups it has already written to
+    the file instead of caching the whole transaction (12.6 M rows: 7.7 GB peak without it).
     """
-    row = conn.execute("SELECT current_setting('preserve_insertion_order')").fetchone()
-    previous = bool(row[0]) if row else True
-    conn.execute("SET preserve_insertion_order = false")
+    previous = conn.execute(
+        "SELECT current_setting('preserve_insertion_order'), current_setting('memory_limit')"
+    ).fetchall()[0]
+    run(conn, "SET preserve_insertion_order = false")
+    run(conn, f"SET memory_limit = '{BUILD_MEMORY_LIMIT}'")
     try:
         yield
     finally:
-        conn.execute(f"SET preserve_insertion_order = {'true' if previous else 'false'}")
+        run(conn, f"SET preserve_insertion_order = {bool(previous[0])}")
+        run(conn, f"SET memory_limit = '{previous[1]}'")
 
 
-def _insert_metrics(conn: duckdb.DuckDBPyConnection, metrics: pd.DataFrame) -> float:
-    """Insert one computed batch (as Arrow: DuckDB scans it without the GIL); its seconds."""
+def _table_columns(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """``daily_metrics`` column names in table order."""
+    return [row[0] for row in conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = 'daily_metrics' ORDER BY ordinal_position").fetchall()]
+
+
+def _insert_metrics(conn: duckdb.DuckDBPyConnection, metrics: pd.DataFrame,
+                    columns: Sequence[str]) -> float:
+    """Insert one computed batch; returns its seconds.
+
+    The Arrow table is matched to the table's columns by name (``select`` raises on a missing
+    one) and inserted through a relation, not ``register()``: a registered view stays
+    referenced until the transaction commits, which kept every batch of a build alive
+    (12.6 M rows: 5 GB peak instead of 2 GB). DuckDB scans Arrow without the GIL.
+    """
     started = time.perf_counter()
-    table = pa.Table.from_pandas(metrics, preserve_index=False)
-    conn.register("_build_metrics", table)
-    try:
-        conn.execute("INSERT INTO daily_metrics BY NAME SELECT * FROM _build_metrics")
-    finally:
-        conn.unregister("_build_metrics")
+    table = pa.Table.from_pandas(metrics, preserve_index=False).select(list(columns))
+    conn.from_arrow(table).insert_into("daily_metrics")
     return time.perf_counter() - started
 
 
@@ -382,6 +405,7 @@ def build_metrics(
     written = done = 0
     read_seconds = compute_seconds = write_seconds = 0.0
     with writer.transaction() as tx, _bulk_insert_settings(tx):
+        columns = _table_columns(tx)
         tick = time.perf_counter()
         _delete_affected(tx, requested, first, last)
         write_seconds += time.perf_counter() - tick
@@ -406,7 +430,7 @@ def build_metrics(
                     tick = time.perf_counter()
                     ready.append(read(batches[k + 1]))
                     read_seconds += time.perf_counter() - tick
-                pending = pool.submit(_insert_metrics, tx, metrics)
+                pending = pool.submit(_insert_metrics, tx, metrics, columns)
                 written += len(metrics)
                 del metrics
                 done += int(approx_rows[part].sum())
@@ -445,7 +469,7 @@ def _delete_affected(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str] | N
         params.append(end)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     try:
-        conn.execute(f"DELETE FROM daily_metrics{where}", params)
+        run(conn, f"DELETE FROM daily_metrics{where}", params)
     finally:
         if symbols is not None:
             conn.unregister("_build_delete")

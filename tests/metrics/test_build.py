@@ -140,6 +140,35 @@ def test_failed_build_leaves_the_table_unchanged(db_path: Path,
     pd.testing.assert_frame_equal(_table(db_path), before)
 
 
+def test_failed_insert_in_the_worker_thread_leaves_the_table_unchanged(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _load(db_path)
+    cfg = load_config(db_path=db_path)
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg)
+    before = _table(db_path)
+    real_insert = build_module._insert_metrics
+    calls: list[int] = []
+
+    def insert_then_fail(conn: duckdb.DuckDBPyConnection, metrics: pd.DataFrame,
+                         columns: list[str]) -> float:
+        calls.append(len(metrics))
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real_insert(conn, metrics, columns)
+
+    monkeypatch.setattr(build_module, "_insert_metrics", insert_then_fail)
+    with open_writer(db_path) as writer:
+        with pytest.raises(OSError, match="disk full"):
+            build_metrics(writer, cfg, rows_per_batch=150)
+        # The build's DuckDB settings are restored on the writer's connection.
+        settings_now = writer.conn.execute(
+            "SELECT current_setting('preserve_insertion_order')").fetchall()
+    assert settings_now == [(True,)]
+    assert len(calls) == 3  # two batches were inserted before the failure, then rolled back
+    pd.testing.assert_frame_equal(_table(db_path), before)
+
+
 def test_batches_give_the_same_table(db_path: Path) -> None:
     _load(db_path)
     cfg = load_config(db_path=db_path)
@@ -222,6 +251,12 @@ def test_no_duplicate_symbol_date_after_full_and_partial_builds(db_path: Path) -
         dupes = writer.conn.execute("SELECT symbol, date, count(*) FROM daily_metrics "
                                     "GROUP BY ALL HAVING count(*) > 1").fetchall()
         rows = writer.conn.execute("SELECT count(*) FROM daily_metrics").fetchone()
+        # Missing values are stored as NULL (the seed's SQL filters on IS NULL), never NaN.
+        nans = writer.conn.execute(
+            "SELECT count(*) FILTER (WHERE isnan(short_ratio_z) OR isnan(return_z) "
+            "OR isnan(lit_flow_imbalance) OR isnan(short_buy_sell_ratio)), "
+            "count(*) FILTER (WHERE short_ratio_z IS NULL) FROM daily_metrics").fetchone()
+    assert nans is not None and nans[0] == 0 and nans[1] > 0
     assert dupes == []
     # One row per session from each symbol's first to last appearance (short or price).
     short, prices = _synthetic()
