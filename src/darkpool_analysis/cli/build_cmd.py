@@ -8,10 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from darkpool_analysis.build import build_metrics
-from darkpool_analysis.cli.app import app, config, console, handle_errors
-from darkpool_analysis.store import open_writer
-from darkpool_analysis.trading_calendar import to_date
+from darkpool_analysis.cli.app import app, config, console, handle_errors, parse_date
 
 
 class OtcAlignmentChoice(StrEnum):
@@ -19,16 +16,6 @@ class OtcAlignmentChoice(StrEnum):
 
     published = "published"
     week = "week"
-
-
-def _parse_date(value: str | None, option: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        return to_date(value).isoformat()
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not a date (expected YYYY-MM-DD)",
-                                 param_hint=option) from exc
 
 
 @app.command("build")
@@ -52,8 +39,11 @@ def build(
 
     Short volume is a proxy for dealer-filled buying, not observed buying.
     """
+    from darkpool_analysis.build import build_metrics
+    from darkpool_analysis.store import open_writer
+
     settings = config()
-    first, last = _parse_date(start, "--start"), _parse_date(end, "--end")
+    first, last = parse_date(start, "--start"), parse_date(end, "--end")
     symbols = [t for t in (tickers or "").split(",") if t.strip()] or None
     alignment = otc_alignment.value if otc_alignment is not None else settings.otc_alignment
     if alignment == "week":

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
-from darkpool_analysis import inventory
 from darkpool_analysis.cli.app import config, console, db_app, handle_errors
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _frame_table(title: str, frame: pd.DataFrame) -> Table:
+
     table = Table(title=title, title_justify="left", header_style="bold cyan")
     for column in frame.columns:
         table.add_column(str(column), justify="right" if frame[column].dtype.kind in "iuf"
@@ -21,6 +25,8 @@ def _frame_table(title: str, frame: pd.DataFrame) -> Table:
 
 def _cell(value: object) -> str:
     """Text for one cell: thousands separators, dates without a midnight time."""
+    import pandas as pd
+
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
     if isinstance(value, int):
@@ -34,6 +40,8 @@ def _cell(value: object) -> str:
 @handle_errors
 def info(recent: int = 10) -> None:
     """Path, schema version, row counts, coverage, recent ingest outcomes and data gaps."""
+    from darkpool_analysis import inventory
+
     cfg = config()
     inv = inventory.collect(cfg.db_path, recent=recent)
     console.print(f"[bold]database[/] {inv.path}  ({inv.size_bytes / 1e6:,.1f} MB)")
