@@ -374,6 +374,20 @@ class SourceFile:
     fetched_at: dt.datetime
 
 
+@dataclass(frozen=True)
+class LogEntry:
+    """One ``ingest_log`` row (for :meth:`Writer.replace_partitions`)."""
+
+    dataset: str
+    partition_key: str | None
+    trade_date: dt.date | None
+    location: str | None
+    outcome: str
+    rows: int | None = None
+    sha256: str | None = None
+    message: str | None = None
+
+
 class Writer:
     """The single writer: owns the master database, transactions and publication.
 
@@ -480,6 +494,58 @@ class Writer:
             self.conn.unregister("_darkpool_batch")
         return rows
 
+    def replace_partitions(
+        self,
+        table: str,
+        keys: pd.DataFrame,
+        frames: Sequence[Any],
+        *,
+        sources: Sequence[SourceFile] = (),
+        log_entries: Sequence[LogEntry] = (),
+    ) -> int:
+        """Replace many partitions of ``table`` in one transaction with a handful of statements.
+
+        ``keys`` has one row per partition (its columns name the partition columns, e.g.
+        ``facility, trade_date``); every row of ``table`` matching a key is deleted, then all
+        ``frames`` (Arrow tables with identical schemas) are inserted by column name, the
+        provenance rows upserted and the log entries appended. Statement count no longer grows
+        with the number of files, which is what a commit per small file used to cost.
+        """
+        import pyarrow as pa
+
+        key_columns = list(keys.columns)
+        match = " AND ".join(f"{table}.{c} = _darkpool_keys.{c}" for c in key_columns)
+        batch = pa.concat_tables(frames) if frames else None
+        rows = batch.num_rows if batch is not None else 0
+        provenance = pd.DataFrame([s.__dict__ for s in sources],
+                                  columns=list(SourceFile.__dataclass_fields__))
+        log_rows = pd.DataFrame([e.__dict__ for e in log_entries],
+                                columns=list(LogEntry.__dataclass_fields__))
+        log_rows = log_rows.assign(run_id=self.run_id, logged_at=utcnow())
+        registered = {"_darkpool_keys": keys, "_darkpool_sources": provenance,
+                      "_darkpool_log": log_rows}
+        if batch is not None:
+            registered["_darkpool_batch"] = batch
+        settle(self.conn)
+        for name, frame in registered.items():
+            self.conn.register(name, frame)
+        try:
+            with self.transaction() as conn:
+                if len(keys):
+                    run(conn, f"DELETE FROM {table} USING _darkpool_keys WHERE {match}")
+                if rows:
+                    run(conn, f"INSERT INTO {table} BY NAME SELECT * FROM _darkpool_batch")
+                if len(provenance):
+                    run(conn, "INSERT OR REPLACE INTO source_files BY NAME "
+                              "SELECT * FROM _darkpool_sources")
+                if len(log_rows):
+                    run(conn, "INSERT INTO ingest_log BY NAME SELECT * FROM _darkpool_log")
+        finally:
+            settle(self.conn)
+            for name in registered:
+                self.conn.unregister(name)
+        return rows
+
     def record_empty_source(self, source: SourceFile, *, trade_date: dt.date | None,
                             table: str, where: str, params: Sequence[Any],
                             message: str | None = None) -> None:
@@ -498,6 +564,13 @@ class Writer:
         with self.transaction() as conn:
             self._log(conn, dataset, partition_key, trade_date, location, outcome, rows,
                       sha256, message)
+
+    def known_sha256s(self, dataset: str) -> dict[str, str]:
+        """Every stored partition's sha256 for ``dataset`` (one query instead of one per file)."""
+        rows = self.conn.execute(
+            "SELECT partition_key, sha256 FROM source_files WHERE dataset = ?", [dataset]
+        ).fetchall()
+        return {str(key): str(sha) for key, sha in rows}
 
     def known_sha256(self, dataset: str, partition_key: str) -> str | None:
         row = self.conn.execute(

@@ -48,16 +48,15 @@ from darkpool_analysis.sources.finra_short import (
     sha256_hex,
 )
 from darkpool_analysis.sources.http import HttpPolicy, make_client
-from darkpool_analysis.store import SourceFile, Writer, open_writer, utcnow
+from darkpool_analysis.store import LogEntry, SourceFile, Writer, open_writer, utcnow
 
 log = logging.getLogger(__name__)
 
 DATASET: Final = "finra_short"
 TABLE: Final = "finra_short_daily_raw"
-PARTITION_WHERE: Final = "facility = ? AND trade_date = ?"
 #: Validated files are committed together up to this many rows or files per transaction:
 #: a commit per 10k-row file costs more than parsing it.
-BATCH_ROWS: Final = 250_000
+BATCH_ROWS: Final = 500_000
 BATCH_FILES: Final = 64
 
 Outcome = Literal["ingested", "replaced", "unchanged", "not_published", "failed", "missing"]
@@ -270,15 +269,25 @@ def _partition_key(facility: Facility, trade_date: dt.date) -> str:
     return f"{facility}/{trade_date.isoformat()}"
 
 
-def _store(writer: Writer, loaded: _Loaded, force: bool) -> FileResult:
-    """Write one loaded file (or log its outcome); one transaction."""
+@dataclass
+class _Batch:
+    """What one commit writes: partitions to replace, their rows, provenance and log rows."""
+
+    keys: list[tuple[Facility, dt.date]] = field(default_factory=list)
+    frames: list[pa.Table] = field(default_factory=list)
+    sources: list[SourceFile] = field(default_factory=list)
+    log: list[LogEntry] = field(default_factory=list)
+
+
+def _plan_write(loaded: _Loaded, force: bool, batch: _Batch) -> FileResult:
+    """Decide what one loaded file contributes to ``batch`` and what its outcome is."""
     facility, day, key = loaded.facility, loaded.trade_date, _partition_key(loaded.facility,
                                                                            loaded.trade_date)
     if loaded.outcome in ("failed", "missing"):
         return FileResult(facility, day, loaded.outcome, 0, loaded.location, loaded.message)
     if loaded.outcome == "not_published":
-        writer.log_outcome(DATASET, key, outcome="not_published", trade_date=day,
-                           location=loaded.location, message=loaded.message)
+        batch.log.append(LogEntry(DATASET, key, day, loaded.location, "not_published",
+                                  message=loaded.message))
         return FileResult(facility, day, "not_published", 0, loaded.location, loaded.message)
     if loaded.sha256 is None or loaded.fetched_at is None:
         raise AssertionError("a loaded file always has a hash and a fetch time")
@@ -286,8 +295,8 @@ def _store(writer: Writer, loaded: _Loaded, force: bool) -> FileResult:
     # lock and each partition appears once in the plan, so the value is still current.
     known = loaded.known_sha256
     if known == loaded.sha256 and not force:
-        writer.log_outcome(DATASET, key, outcome="unchanged", trade_date=day,
-                           location=loaded.location, sha256=loaded.sha256)
+        batch.log.append(LogEntry(DATASET, key, day, loaded.location, "unchanged",
+                                  sha256=loaded.sha256))
         return FileResult(facility, day, "unchanged", 0, loaded.location)
     if loaded.table is None:
         raise AssertionError("parse is only skipped for unchanged files")
@@ -295,21 +304,19 @@ def _store(writer: Writer, loaded: _Loaded, force: bool) -> FileResult:
     rows = table.num_rows
     outcome: Outcome = "ingested" if known is None else "replaced"
     name = file_name(facility, day)
-    source = SourceFile(DATASET, key, name, loaded.location, loaded.sha256, rows,
-                        loaded.fetched_at)
-    if rows == 0:
-        writer.record_empty_source(source, trade_date=day, table=TABLE, where=PARTITION_WHERE,
-                                   params=[facility, day],
-                                   message="valid empty file (header + trailer 0)")
-    else:
-        frame = (table
-                 .append_column("facility", pa.repeat(pa.scalar(facility), rows))
-                 .append_column("source_file", pa.repeat(pa.scalar(name), rows))
-                 .append_column("sha256", pa.repeat(pa.scalar(loaded.sha256), rows))
-                 .append_column("fetched_at", pa.repeat(pa.scalar(loaded.fetched_at,
-                                                                   pa.timestamp("us")), rows)))
-        writer.replace_partition(TABLE, frame, where=PARTITION_WHERE, params=[facility, day],
-                                 source=source, outcome=outcome, trade_date=day)
+    batch.keys.append((facility, day))
+    batch.sources.append(SourceFile(DATASET, key, name, loaded.location, loaded.sha256, rows,
+                                    loaded.fetched_at))
+    batch.log.append(LogEntry(DATASET, key, day, loaded.location, outcome, rows,
+                              loaded.sha256,
+                              "valid empty file (header + trailer 0)" if rows == 0 else None))
+    if rows:
+        batch.frames.append(
+            table.append_column("facility", pa.repeat(pa.scalar(facility), rows))
+            .append_column("source_file", pa.repeat(pa.scalar(name), rows))
+            .append_column("sha256", pa.repeat(pa.scalar(loaded.sha256), rows))
+            .append_column("fetched_at", pa.repeat(pa.scalar(loaded.fetched_at,
+                                                              pa.timestamp("us")), rows)))
     return FileResult(facility, day, outcome, rows, loaded.location)
 
 
@@ -336,8 +343,8 @@ def _run(writer: Writer, settings: Settings, plan: list[tuple[Facility, dt.date]
          summary: IngestSummary, *, from_dir: Path | None, force: bool,
          client: httpx.Client | None, progress: IngestProgress | None) -> None:
     folder_files = index_folder(from_dir) if from_dir is not None else None
-    known = {_partition_key(f, d): writer.known_sha256(DATASET, _partition_key(f, d))
-             for f, d in plan}
+    stored = writer.known_sha256s(DATASET)
+    known = {key: stored.get(key) for key in (_partition_key(f, d) for f, d in plan)}
     concurrency = settings.http_concurrency
     with contextlib.ExitStack() as stack:
         if folder_files is None and client is None:
@@ -358,12 +365,16 @@ def _run(writer: Writer, settings: Settings, plan: list[tuple[Facility, dt.date]
 
 def _store_batch(writer: Writer, batch: list[_Loaded], force: bool, summary: IngestSummary,
                  progress: IngestProgress | None) -> None:
-    """Write already-validated files in one commit (each file's writes stay all-or-nothing:
-    a file that failed validation is not in the batch and writes nothing)."""
+    """Write already-validated files in one commit of a few statements (each file stays
+    all-or-nothing: a file that failed validation is not in the batch and writes nothing)."""
     if not batch:
         return
-    with writer.transaction():
-        results = [_store(writer, loaded, force) for loaded in batch]
+    plan = _Batch()
+    results = [_plan_write(loaded, force, plan) for loaded in batch]
+    if plan.keys or plan.log:
+        keys = pd.DataFrame(plan.keys, columns=["facility", "trade_date"])
+        writer.replace_partitions(TABLE, keys, plan.frames, sources=plan.sources,
+                                  log_entries=plan.log)
     for result in results:
         _log_result(result)
         summary.results.append(result)
