@@ -29,7 +29,7 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -392,17 +392,23 @@ class _Evaluator:
         return ((flat + 1.0) * 50.0).reshape(short_z.shape)
 
 
-def formulas_as_variants(specs: list[str], files: list[Path]) -> dict[str, Variant]:
-    """``--formula`` strings and ``--formula-file`` files -> variants keyed by name."""
+def collect_formulas(specs: Iterable[str], files: Iterable[Path]) -> dict[str, Formula]:
+    """``--formula`` strings and ``--formula-file`` files -> formulas keyed by name; a name
+    defined twice is an error."""
     formulas = [parse_formula(s) for s in specs]
     for path in files:
         formulas.extend(load_formula_file(path))
-    out: dict[str, Variant] = {}
+    out: dict[str, Formula] = {}
     for formula in formulas:
         if formula.name in out:
             raise FormulaError(f"formula name {formula.name!r} is defined twice")
-        out[formula.name] = formula.as_variant()
+        out[formula.name] = formula
     return out
+
+
+def formulas_as_variants(specs: list[str], files: list[Path]) -> dict[str, Variant]:
+    """``--formula`` strings and ``--formula-file`` files -> variants keyed by name."""
+    return {name: f.as_variant() for name, f in collect_formulas(specs, files).items()}
 
 
 __all__ = ["FORMULA_COLUMNS", "FUNCTIONS", "Formula", "FormulaError", "compile_expression",

@@ -25,7 +25,7 @@ import pandas as pd
 from darkpool_analysis import trading_calendar
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import ConfigError, NoDataError, StoreError
-from darkpool_analysis.formulas import Formula, FormulaError, load_formula_file, parse_formula
+from darkpool_analysis.formulas import Formula, collect_formulas
 from darkpool_analysis.sandbox import normalise_ticker
 from darkpool_analysis.signals import (
     MAX_WINDOW,
@@ -89,20 +89,6 @@ def split_names(text: str | None) -> list[str]:
     """Comma-separated names, stripped, empty items dropped, duplicates removed (first kept)."""
     names = [item.strip() for item in (text or "").split(",") if item.strip()]
     return list(dict.fromkeys(names))
-
-
-def user_formulas(specs: Iterable[str], files: Iterable[Path]) -> dict[str, Formula]:
-    """``--formula`` strings and ``--formula-file`` files -> formulas keyed by name (as
-    ``darkpool evaluate`` reads them); a name defined twice is an error."""
-    parsed = [parse_formula(spec) for spec in specs]
-    for path in files:
-        parsed.extend(load_formula_file(path))
-    out: dict[str, Formula] = {}
-    for formula in parsed:
-        if formula.name in out:
-            raise FormulaError(f"formula name {formula.name!r} is defined twice")
-        out[formula.name] = formula
-    return out
 
 
 def formula_warmup(formula: Formula) -> int:
@@ -199,7 +185,7 @@ def plan_lab(
     """
     if variants is None and not formula_specs and not formula_files and panels is None:
         return None
-    formulas = user_formulas(formula_specs, formula_files)
+    formulas = collect_formulas(formula_specs, formula_files)
     names = split_names(variants)
     names += [name for name in formulas if name not in names]
     request = parse_panels(panels)
@@ -371,7 +357,6 @@ __all__ = [
     "plan_lab",
     "resolve_variants",
     "split_names",
-    "user_formulas",
     "variant_params",
     "variant_warmup",
 ]

@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import DarkpoolError, NoDataError
+from darkpool_analysis.formulas import collect_formulas
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -216,7 +217,7 @@ def _lab_plan(variants: str | None, formulas: tuple[str, ...], panels: str | Non
             raise BadParameter(param, exc.message, exc.hint) from None
 
     parsed = check("panels", lambda: sandbox_lab.parse_panels(panels))
-    user = check("formula", lambda: sandbox_lab.user_formulas(formulas, []))
+    user = check("formula", lambda: collect_formulas(formulas, []))
     check("variants", lambda: sandbox_lab.resolve_variants(
         sandbox_lab.split_names(variants), user))
     extra = {name: formula.as_variant() for name, formula in user.items()}
