@@ -456,10 +456,6 @@ class Writer:
         run(conn, "COMMIT")
         self._dirty = True
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._depth > 0
-
     def replace_partition(
         self,
         table: str,
@@ -545,16 +541,6 @@ class Writer:
             for name in registered:
                 self.conn.unregister(name)
         return rows
-
-    def record_empty_source(self, source: SourceFile, *, trade_date: dt.date | None,
-                            table: str, where: str, params: Sequence[Any],
-                            message: str | None = None) -> None:
-        """A valid file with zero rows (e.g. FNRA): clear its partition and remember its hash."""
-        with self.transaction() as conn:
-            run(conn, f"DELETE FROM {table} WHERE {where}", params)
-            self._record_source(conn, source)
-            self._log(conn, source.dataset, source.partition_key, trade_date, source.location,
-                      "ingested", 0, source.sha256, message)
 
     def log_outcome(self, dataset: str, partition_key: str | None, *, outcome: str,
                     trade_date: dt.date | None = None, location: str | None = None,

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from darkpool_analysis.errors import StoreError
 from darkpool_analysis.store import (
     SCHEMA_VERSION,
+    LogEntry,
     SourceFile,
     connect_readonly,
     master_path_for,
@@ -185,3 +187,31 @@ def test_timestamps_are_naive_utc() -> None:
     now = utcnow()
     assert now.tzinfo is None
     assert abs((dt.datetime.now(dt.UTC).replace(tzinfo=None) - now).total_seconds()) < 5
+
+
+def test_replace_partitions_commits_many_partitions_at_once(db_path: Path) -> None:
+    keys = pd.DataFrame({"symbol": ["AAA", "BBB"]})
+    frames = [pa.Table.from_pandas(_prices("AAA", [1.0, 2.0]), preserve_index=False),
+              pa.Table.from_pandas(_prices("BBB", [3.0]), preserve_index=False)]
+    sources = [_source("AAA", 2), _source("BBB", 1)]
+    logs = [LogEntry("prices", "AAA", None, "/data/AAA.csv", "ingested", 2),
+            LogEntry("prices", "BBB", None, "/data/BBB.csv", "ingested", 1),
+            LogEntry("prices", "CCC", None, None, "not_published")]
+    for _ in range(2):  # idempotent: the second run replaces, never duplicates
+        with open_writer(db_path) as writer:
+            assert writer.replace_partitions("prices_daily", keys, frames, sources=sources,
+                                             log_entries=logs) == 3
+    assert read_frame(db_path, "SELECT count(*) AS n FROM prices_daily")["n"].item() == 3
+    assert read_frame(db_path, "SELECT count(*) AS n FROM source_files")["n"].item() == 2
+    outcomes = read_frame(db_path, "SELECT outcome, count(*) AS n FROM ingest_log GROUP BY 1 "
+                                   "ORDER BY 1")
+    assert outcomes.to_dict("list") == {"outcome": ["ingested", "not_published"], "n": [4, 2]}
+
+    before = read_frame(db_path, "SELECT * FROM prices_daily ORDER BY symbol, date")
+    broken = _prices("BBB", [9.0]).assign(provider=None)  # NOT NULL violated
+    with open_writer(db_path) as writer, pytest.raises(duckdb.ConstraintException):
+        writer.replace_partitions("prices_daily", keys,
+                                  [frames[0], pa.Table.from_pandas(broken, preserve_index=False)
+                                   .cast(frames[0].schema)])
+    after = read_frame(db_path, "SELECT * FROM prices_daily ORDER BY symbol, date")
+    pd.testing.assert_frame_equal(before, after)  # the whole batch rolled back
