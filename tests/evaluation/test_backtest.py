@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 
 from darkpool_analysis.errors import ConfigError
-from darkpool_analysis.evaluation.backtest import BacktestEngine, ExitRule, parse_exit, parse_exits
+from darkpool_analysis.evaluation.backtest import (
+    BacktestEngine,
+    ExitRule,
+    parse_exit,
+    parse_exits,
+    summarize,
+)
 
 DATES = pd.bdate_range("2024-01-01", periods=10)
 
@@ -184,3 +190,25 @@ def test_grid_with_cached_arrays_equals_individual_runs() -> None:
              "decay_2": "decay:2", "hybrid_5": "hybrid:5"}[row.exit]), neutral=50.0)
         assert alone.stats["trades"] == row.trades
         assert alone.stats["total_return"] == pytest.approx(row.total_return, rel=1e-12)
+
+
+def test_summary_statistics_by_hand() -> None:
+    daily = np.array([0.01, -0.02, 0.03, 0.0])
+    stats = summarize(np.array([0.10, -0.05, 0.02]), np.array([3, 2, 5]),
+                      np.array([False, False, True]), daily, np.array([1, 1, 2, 0]))
+    assert stats["trades"] == 3
+    assert stats["win_rate"] == pytest.approx(2 / 3)
+    assert stats["profit_factor"] == pytest.approx(0.12 / 0.05)
+    assert stats["mean_trade_return"] == pytest.approx(0.07 / 3)
+    assert stats["open_at_end"] == 1
+    equity = np.cumprod(1 + daily)
+    assert stats["total_return"] == pytest.approx(equity[-1] - 1)
+    # Sharpe on DAILY portfolio returns, annualised with sqrt(252), never on trade returns
+    assert stats["sharpe_daily_annualised"] == pytest.approx(
+        daily.mean() / daily.std(ddof=1) * np.sqrt(252))
+    only_wins = summarize(np.array([0.1]), np.array([2]), np.array([False]), daily,
+                          np.array([1, 1, 0, 0]))
+    assert only_wins["profit_factor"] == np.inf
+    nothing = summarize(np.array([]), np.array([]), np.array([], dtype=bool), np.zeros(4),
+                        np.zeros(4))
+    assert np.isnan(nothing["profit_factor"]) and np.isnan(nothing["win_rate"])

@@ -304,7 +304,9 @@ def summarize(trade_returns: np.ndarray, sessions_held: np.ndarray, end_of_data:
         "win_rate": float((returns > 0).mean()) if has else np.nan,
         "mean_trade_return": float(returns.mean()) if has else np.nan,
         "median_trade_return": float(np.median(returns)) if has else np.nan,
-        "profit_factor": float(wins.sum() / -losses.sum()) if len(losses) else np.nan,
+        # No losing trade: infinite profit factor (as vectorbt reports it); no trade at all: NaN.
+        "profit_factor": (float(wins.sum() / -losses.sum()) if len(losses)
+                          else np.inf if len(wins) else np.nan),
         "mean_sessions_held": float(sessions_held.mean()) if has else np.nan,
         "open_at_end": float(end_of_data.sum()),
         "total_return": float(equity[-1] - 1.0) if len(equity) else 0.0,
