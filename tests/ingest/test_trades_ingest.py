@@ -150,3 +150,21 @@ def test_lit_totals_flow_into_daily_metrics(tmp_path: Path, db_path: Path,
     assert row.vw_flow == pytest.approx((600 + 200) - (400 + 800))
     assert row.combined_ratio == pytest.approx(800 / 1200)
     assert bool(row.has_lit) and row.lit_method == "lee_ready"
+
+
+@pytest.mark.parametrize("method", ["lee_ready", "quote", "emo", "clnv"])
+def test_a_symbol_without_quotes_gets_the_tick_test_in_a_mixed_day(
+        tmp_path: Path, db_path: Path, method: str) -> None:
+    trades, quotes = _files(tmp_path)
+    unquoted = TRADES.splitlines()[1:5]  # XYZ's four lit regular-hours trades, renamed
+    trades.write_text(TRADES + "\n".join(line.replace("XYZ", "ABC") for line in unquoted)
+                      + "\n")
+    result = runner.invoke(app, ["ingest", "trades", "--date", "2024-03-07", "--tickers",
+                                 "XYZ,ABC", "--source", "file", "--path", str(trades),
+                                 "--quotes-path", str(quotes), "--method", method,
+                                 "--no-build"])
+    assert result.exit_code == 0, result.output
+    abc = read_frame(db_path, "SELECT * FROM lit_direction_daily WHERE symbol = 'ABC'").iloc[0]
+    # tick test on 10.00, 10.02, 10.01, 10.00: first unclassified, up, down, down
+    assert (abc.lit_buy_volume, abc.lit_sell_volume, abc.unclassified_volume) == (200, 700, 100)
+    assert abc.method == f"{method}->tick" and abc.quote_coverage_pct == 0

@@ -89,8 +89,9 @@ def day_rows(ticks: DayTicks, method: MethodName, *, quote_lag_ns: int = 0,
             labels = classify.tick_test(trades)
         else:
             labels = classify.get_rule(method)(trades, matched)
-        if matched is not None and not quoted_groups.all():
-            # Symbols without any valid quote: the tick test, named in `method`.
+        if method == "quote" and matched is not None and not quoted_groups.all():
+            # Symbols without any valid quote: the tick test, named in `method`. (The hybrid
+            # rules already give unquoted trades their tick label: no second pass for them.)
             tick = classify.tick_test(trades)
             group = trades.group if trades.group is not None else np.zeros(len(trades), np.int64)
             unquoted = ~quoted_groups[group]
