@@ -10,6 +10,8 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 
 from darkpool_analysis.config import load_config
@@ -20,10 +22,13 @@ from darkpool_analysis.sources.trades import (
     PolygonRestReader,
     PolygonTicksClient,
     TaqReader,
+    _taq_symbol,
     check_coverage,
     load_day,
+    normalised_symbol_sql,
     session_window,
 )
+from darkpool_analysis.symbols import normalise
 
 DAY = dt.date(2024, 3, 7)
 SETTINGS_KW: dict[str, object] = {}
@@ -205,3 +210,25 @@ def test_polygon_rest_error_status_is_a_fetch_error(httpserver: HTTPServer) -> N
     with httpx.Client() as client, pytest.raises(FetchError, match="HTTP 403") as info:
         PolygonTicksClient(client, settings).fetch("trades", "AAPL", 0, 1)
     assert "sekret" not in str(info.value)
+
+
+_SPELLINGS = st.from_regex(r"[A-Z]{1,4}([/.][A-Z]{1,2}|[prw][A-Z]?)?", fullmatch=True)
+
+
+@given(st.lists(_SPELLINGS, min_size=1, max_size=30))
+def test_sql_symbol_normalisation_equals_the_python_one(spellings: list[str]) -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (s VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?)", [[s] for s in spellings])
+    got = con.execute(f"SELECT s, {normalised_symbol_sql('s')} FROM t").fetchall()
+    assert {s: n for s, n in got} == {s: normalise(s) for s in spellings}
+
+
+def test_taq_root_and_suffix_normalise_like_cqs() -> None:
+    con = duckdb.connect()
+    rows = [("BRK", "B", "BRK/B"), ("ABR", "PRD", "ABRpD"), ("ABR", "PR", "ABRp"),
+            ("AACT", "WS", "AACT/WS"), ("ETR", None, "ETR")]
+    con.execute("CREATE TABLE q (SYM_ROOT VARCHAR, SYM_SUFFIX VARCHAR, cqs VARCHAR)")
+    con.executemany("INSERT INTO q VALUES (?, ?, ?)", [list(r) for r in rows])
+    got = con.execute(f"SELECT cqs, {_taq_symbol('SYM_SUFFIX')} FROM q").fetchall()
+    assert {cqs: n for cqs, n in got} == {cqs: normalise(cqs) for _, _, cqs in rows}

@@ -277,8 +277,27 @@ class TaqReader:
             FROM {qscan} WHERE {cancel}""")
 
 
+def normalised_symbol_sql(expr: str) -> str:
+    """SQL for :func:`darkpool_analysis.symbols.normalise` of a CQS/Polygon spelling.
+
+    ``BRK/B`` and ``BRK.B`` -> ``BRK.B``; the CQS lower-case suffixes ``p`` (preferred),
+    ``r`` (rights) and ``w`` (when issued) -> ``.PR``/``.RT``/``.WI`` plus the series
+    (``ABRpD`` -> ``ABR.PR.D``). Evaluated per row inside DuckDB; a test checks it against
+    the Python function so trade symbols join the rest of the database.
+    """
+    text = f"replace(trim({expr}), '/', '.')"
+    for letter, suffix in (("p", "PR"), ("r", "RT"), ("w", "WI")):
+        text = (f"regexp_replace({text}, '^(.*[A-Z0-9])({letter})([A-Z]?)$', "
+                f"'\\1.{suffix}.\\3')")
+    return f"upper(rtrim({text}, '.'))"
+
+
 def _taq_symbol(suffix: str) -> str:
+    """``SYM_ROOT`` + ``SYM_SUFFIX`` (``PRD`` = preferred D, ``B`` = class B) normalised."""
     return (f"CASE WHEN coalesce({suffix}, '') = '' THEN upper(trim(SYM_ROOT)) "
+            f"WHEN upper(trim({suffix})) LIKE 'PR%' THEN upper(trim(SYM_ROOT)) || '.PR' || "
+            f"CASE WHEN length(trim({suffix})) > 2 THEN '.' || upper(substr(trim({suffix}), 3)) "
+            f"ELSE '' END "
             f"ELSE upper(trim(SYM_ROOT)) || '.' || upper(trim({suffix})) END")
 
 
@@ -340,7 +359,7 @@ def define_polygon_trades(con: duckdb.DuckDBPyConnection, relation: str, day: dt
     """``raw_trades`` from rows in Polygon's trade layout (flat file or REST results)."""
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW raw_trades AS
-        SELECT replace(upper(ticker), '/', '.') AS symbol, DATE '{day.isoformat()}' AS date,
+        SELECT {normalised_symbol_sql('ticker')} AS symbol, DATE '{day.isoformat()}' AS date,
                CAST(sip_timestamp AS BIGINT) AS ts,
                CAST(price AS DOUBLE) AS price, CAST(size AS DOUBLE) AS size,
                CAST(exchange AS VARCHAR) AS exchange,
@@ -356,7 +375,7 @@ def define_polygon_quotes(con: duckdb.DuckDBPyConnection, relation: str, day: dt
     """``raw_quotes`` from Polygon NBBO quote rows (already national best bid/offer)."""
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW raw_quotes AS
-        SELECT replace(upper(ticker), '/', '.') AS symbol, DATE '{day.isoformat()}' AS date,
+        SELECT {normalised_symbol_sql('ticker')} AS symbol, DATE '{day.isoformat()}' AS date,
                CAST(sip_timestamp AS BIGINT) AS ts,
                CAST(bid_price AS DOUBLE) AS bid, CAST(ask_price AS DOUBLE) AS ask,
                NULL::VARCHAR AS exchange, TRUE AS cond_ok,
@@ -402,7 +421,7 @@ class GenericReader:
         con.execute(f"""
             CREATE OR REPLACE TEMP VIEW raw_trades AS
             WITH src AS (SELECT *, {ts} AS _ts, row_number() OVER () AS _row FROM {scan})
-            SELECT replace(upper(trim(symbol)), '/', '.') AS symbol,
+            SELECT {normalised_symbol_sql('symbol')} AS symbol,
                    CAST(timezone({zone}, to_timestamp(_ts // 1000000000)) AS DATE) AS date,
                    _ts AS ts, CAST(price AS DOUBLE) AS price, CAST(size AS DOUBLE) AS size,
                    {exchange} AS exchange,
@@ -419,7 +438,7 @@ class GenericReader:
         con.execute(f"""
             CREATE OR REPLACE TEMP VIEW raw_quotes AS
             WITH src AS (SELECT *, {qts} AS _ts, row_number() OVER () AS _row FROM {qscan})
-            SELECT replace(upper(trim(symbol)), '/', '.') AS symbol,
+            SELECT {normalised_symbol_sql('symbol')} AS symbol,
                    CAST(timezone({zone}, to_timestamp(_ts // 1000000000)) AS DATE) AS date,
                    _ts AS ts, CAST(bid AS DOUBLE) AS bid, CAST(ask AS DOUBLE) AS ask,
                    NULL::VARCHAR AS exchange, TRUE AS cond_ok, _row AS seq
