@@ -6,8 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# Property tests check results, not speed: a shared 2-core CI machine must not make them flaky.
+settings.register_profile("darkpool", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("darkpool")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("DARKPOOL_REAL_DATA",
