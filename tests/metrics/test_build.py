@@ -84,16 +84,16 @@ def test_builds_in_halves_equal_one_full_build(db_path: Path) -> None:
     full = _table(db_path)
 
     with open_writer(db_path) as writer:
-        writer.conn.execute("DELETE FROM daily_metrics")
-        writer._dirty = True
+        with writer.transaction() as tx:
+            tx.execute("DELETE FROM daily_metrics")
         # by date: two ranges, the split in the middle of a rolling window
         build_metrics(writer, cfg, end="2019-07-17")
         build_metrics(writer, cfg, start="2019-07-18")
     pd.testing.assert_frame_equal(_table(db_path), full, check_exact=True)
 
     with open_writer(db_path) as writer:
-        writer.conn.execute("DELETE FROM daily_metrics")
-        writer._dirty = True
+        with writer.transaction() as tx:
+            tx.execute("DELETE FROM daily_metrics")
         # by symbol, spelled as a feed would (BRK/B, brk-b)
         build_metrics(writer, cfg, symbols=["AAA", "BRK/B"])
         build_metrics(writer, cfg, symbols=["bbb", "CCC", "DDD"])
@@ -108,9 +108,9 @@ def test_partial_rebuild_touches_only_its_rows(db_path: Path) -> None:
     before = _table(db_path)
     with open_writer(db_path) as writer:
         # New raw data for AAA late in the range; rebuild only BBB in a window.
-        writer.conn.execute("UPDATE finra_short_daily_raw SET short_volume = short_volume / 2 "
-                            "WHERE symbol_norm IN ('AAA', 'BBB')")
-        writer._dirty = True
+        with writer.transaction() as tx:
+            tx.execute("UPDATE finra_short_daily_raw SET short_volume = short_volume / 2 "
+                       "WHERE symbol_norm IN ('AAA', 'BBB')")
         result = build_metrics(writer, cfg, symbols=["BBB"], start="2019-06-03",
                                end="2019-06-28")
     after = _table(db_path)
