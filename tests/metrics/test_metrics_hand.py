@@ -61,6 +61,13 @@ def _short_rows() -> pd.DataFrame:
         ("2018-08-03", "CNMS", "FAC", 30.0, 0.0, 40.0),
         # ORF (OTC equity) rows stand alone.
         ("2021-01-04", "FORF", "OTCX", 5.0, 0.0, 10.0),
+        # MIX has an ORF row every day: a facility sum (07-31) or a CNMS row (08-01) wins
+        # over it; alone (08-02) it is used.
+        ("2018-07-31", "FNSQ", "MIX", 10.0, 0.0, 20.0),
+        ("2018-07-31", "FORF", "MIX", 99.0, 0.0, 100.0),
+        ("2018-08-01", "CNMS", "MIX", 7.0, 1.0, 14.0),
+        ("2018-08-01", "FORF", "MIX", 50.0, 0.0, 60.0),
+        ("2018-08-02", "FORF", "MIX", 3.0, 0.0, 4.0),
     ]
     return pd.DataFrame(rows, columns=["trade_date", "facility", "symbol", "short_volume",
                                        "short_exempt_volume", "total_volume"])
@@ -296,5 +303,10 @@ def test_facility_sum_before_cnms_and_forf(built):
     assert pd.isna(fac["short_source"].iloc[2])
     otcx = built["OTCX"]
     assert otcx["short_source"].tolist() == ["FORF"]
+    mix = built["MIX"]
+    _assert_close(_col(mix, "short_volume"), [10, 7, 3])
+    _assert_close(_col(mix, "short_exempt_volume"), [0, 1, 0])
+    _assert_close(_col(mix, "total_volume"), [20, 14, 4])
+    assert mix["short_source"].tolist() == ["FACILITY_SUM", "CNMS", "FORF"]
     _assert_close(_col(otcx, "short_sell_volume"), [5])
     _assert_close(_col(otcx, "short_ratio"), [0.5])
