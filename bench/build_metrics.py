@@ -10,7 +10,10 @@ generated, then, each in a fresh subprocess (so peak RSS is its own):
 The build line shows the wall seconds and their read / compute / write parts (the inserts
 run in a worker thread while the next batch is computed, so the parts overlap), rows/s, the
 process CPU seconds (user + sys: on a shared 2-core machine wall time is noisy, CPU time
-much less so), peak RSS and the speed-up over the pandas baseline.
+much less so), peak RSS and the speed-up over the pandas baseline. "copy" is DuckDB copying
+the built table into a new one in the same run (``CREATE TABLE AS SELECT *``, same settings):
+the cost of storing that many rows of the ``daily_metrics`` schema with no Python and no
+computation, a floor for any build that writes the table; "vs copy" is build / copy.
 
 Usage::
 
@@ -35,9 +38,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from darkpool_analysis.build import build_metrics
+from darkpool_analysis.build import build_metrics, bulk_insert_settings
 from darkpool_analysis.config import load_config
-from darkpool_analysis.store import migrate, open_writer
+from darkpool_analysis.store import Writer, migrate, open_writer
 from darkpool_analysis.trading_calendar import sessions_index
 
 
@@ -83,15 +86,33 @@ def generate(db: Path, n_symbols: int, n_sessions: int, seed: int = 0) -> int:
     return n
 
 
+def copy_floor(writer: Writer) -> tuple[float, float]:
+    """Wall and CPU seconds DuckDB takes to copy the built ``daily_metrics`` into a new table
+    (``CREATE TABLE AS SELECT *`` + commit, the build's insert settings): the cost of writing
+    that many rows of this schema with no Python and no computation at all, a floor for any
+    build that stores the table."""
+    with writer.transaction() as tx, bulk_insert_settings(tx):
+        cpu = _cpu_seconds()
+        started = time.perf_counter()
+        tx.execute("CREATE TABLE _bench_copy AS SELECT * FROM daily_metrics")
+    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+    with writer.transaction() as tx:
+        tx.execute("DROP TABLE _bench_copy")
+    return seconds, cpu
+
+
 def run_build(db: Path) -> dict[str, float]:
     settings = load_config(db_path=db)
     with open_writer(db, publish_interval=1e9) as writer:
         cpu = _cpu_seconds()
         result = build_metrics(writer, settings)
         cpu = _cpu_seconds() - cpu
+        peak_mb = _peak_mb()
+        floor, floor_cpu = copy_floor(writer)
     return {"seconds": result.seconds, "read": result.read_seconds,
             "compute": result.compute_seconds, "write": result.write_seconds, "cpu": cpu,
-            "rows": result.rows_written, "peak_mb": _peak_mb()}
+            "rows": result.rows_written, "peak_mb": peak_mb, "floor": floor,
+            "floor_cpu": floor_cpu}
 
 
 def run_pandas(db: Path) -> dict[str, float]:
@@ -151,8 +172,8 @@ def main() -> None:
         print(json.dumps(runner(args.db)))
         return
     print(f"{'size':>12} {'rows':>11} {'build s':>8} {'read':>6} {'compute':>7} {'write':>6} "
-          f"{'rows/s':>11} {'cpu s':>6} {'peak MB':>8} {'pandas s':>9} {'pandas MB':>9} "
-          f"{'speed-up':>8}")
+          f"{'rows/s':>11} {'cpu s':>6} {'peak MB':>8} {'copy s':>7} {'copy cpu':>8} "
+          f"{'vs copy':>7} {'pandas s':>9} {'pandas MB':>9} {'speed-up':>8}")
     for size in args.sizes.split(","):
         n_symbols, n_sessions = (int(v) for v in size.lower().split("x"))
         n_symbols = max(1, round(n_symbols * args.scale))
@@ -164,7 +185,8 @@ def main() -> None:
             line = (f"{size:>12} {build['rows']:>11,} {build['seconds']:>8.2f} "
                     f"{build['read']:>6.2f} {build['compute']:>7.2f} {build['write']:>6.2f} "
                     f"{build['rows'] / build['seconds']:>11,.0f} {build['cpu']:>6.1f} "
-                    f"{build['peak_mb']:>8.0f}")
+                    f"{build['peak_mb']:>8.0f} {build['floor']:>7.2f} {build['floor_cpu']:>8.1f} "
+                    f"{build['seconds'] / build['floor']:>6.2f}x")
             if build["rows"] <= args.baseline_max_rows:
                 base = _child("pandas", db)
                 line += (f" {base['seconds']:>9.2f} {base['peak_mb']:>9.0f} "

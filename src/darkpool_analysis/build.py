@@ -289,7 +289,7 @@ def _batch_inputs(conn: duckdb.DuckDBPyConnection, names: np.ndarray, load_start
 
 
 @contextlib.contextmanager
-def _bulk_insert_settings(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def bulk_insert_settings(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """DuckDB settings for the build's inserts, restored afterwards.
 
     ``preserve_insertion_order = false`` lets DuckDB write row groups in any order (readers
@@ -316,17 +316,20 @@ def _table_columns(conn: duckdb.DuckDBPyConnection) -> list[str]:
         "WHERE table_name = 'daily_metrics' ORDER BY ordinal_position").fetchall()]
 
 
-def _insert_metrics(conn: duckdb.DuckDBPyConnection, metrics: pd.DataFrame,
-                    columns: Sequence[str]) -> float:
+def _to_arrow(metrics: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
+    """One computed batch as an Arrow table in the table's column order (``select`` raises
+    on a missing column). Runs in the computing thread, off the insert thread's path."""
+    return pa.Table.from_pandas(metrics, preserve_index=False).select(list(columns))
+
+
+def _insert_metrics(conn: duckdb.DuckDBPyConnection, table: pa.Table) -> float:
     """Insert one computed batch; returns its seconds.
 
-    The Arrow table is matched to the table's columns by name (``select`` raises on a missing
-    one) and inserted through a relation, not ``register()``: a registered view stays
-    referenced until the transaction commits, which kept every batch of a build alive
-    (12.6 M rows: 5 GB peak instead of 2 GB). DuckDB scans Arrow without the GIL.
+    Inserted through a relation, not ``register()``: a registered view stays referenced
+    until the transaction commits, which kept every batch of a build alive (12.6 M rows:
+    5 GB peak instead of 2 GB). DuckDB scans Arrow without the GIL.
     """
     started = time.perf_counter()
-    table = pa.Table.from_pandas(metrics, preserve_index=False).select(list(columns))
     conn.from_arrow(table).insert_into("daily_metrics")
     return time.perf_counter() - started
 
@@ -408,17 +411,18 @@ def build_metrics(
         otc = _otc_block(tx, list(names), otc_start, load_end, settings, alignment)
         return spans.iloc[part], (short, prices, lit, otc)
 
-    def compute(batch_spans: pd.DataFrame, inputs: tuple[pd.DataFrame, ...]) -> pd.DataFrame:
+    def compute(batch_spans: pd.DataFrame, inputs: tuple[pd.DataFrame, ...],
+                columns: Sequence[str]) -> pa.Table:
         short, prices, lit, otc = inputs
         grid = assemble_grid(short, prices, lit, spans=batch_spans)
         metrics = compute_daily_metrics(grid, settings, otc, otc_alignment=alignment)
         if write_from is not None:
             metrics = metrics.loc[metrics["date"].to_numpy() >= write_from.to_datetime64()]
-        return metrics
+        return _to_arrow(metrics, columns)
 
     written = done = 0
     read_seconds = compute_seconds = write_seconds = 0.0
-    with writer.transaction() as tx, _bulk_insert_settings(tx):
+    with writer.transaction() as tx, bulk_insert_settings(tx):
         columns = _table_columns(tx)
         tick = time.perf_counter()
         _delete_affected(tx, requested, first, last)
@@ -435,7 +439,7 @@ def build_metrics(
                     read_seconds += time.perf_counter() - tick
                 batch_spans, inputs = ready.pop()
                 tick = time.perf_counter()
-                metrics = compute(batch_spans, inputs)
+                metrics = compute(batch_spans, inputs, columns)
                 compute_seconds += time.perf_counter() - tick
                 del inputs
                 if pending is not None:
@@ -444,8 +448,8 @@ def build_metrics(
                     tick = time.perf_counter()
                     ready.append(read(batches[k + 1]))
                     read_seconds += time.perf_counter() - tick
-                pending = pool.submit(_insert_metrics, tx, metrics, columns)
-                written += len(metrics)
+                pending = pool.submit(_insert_metrics, tx, metrics)
+                written += metrics.num_rows
                 del metrics
                 done += int(approx_rows[part].sum())
                 if progress is not None:

@@ -591,9 +591,10 @@ def _merge_otc(grid: pd.DataFrame, otc: pd.DataFrame | None,
     out: dict[str, object] = {c: np.full(size, np.nan) for c in _OTC_VALUES}
     week = np.full(size, np.datetime64("NaT"), dtype="datetime64[ns]")
     status = np.full(size, OTC_STATUSES.index("None"), dtype=np.int8)
-    alignment = np.full(size, default_alignment, dtype=object)
     has_otc = np.zeros(size, dtype=bool)
+    alignment: np.ndarray | None = None
     if otc is not None and len(otc):
+        alignment = np.full(size, default_alignment, dtype=object)
         categories = grid["symbol"].cat.categories
         codes = grid["symbol"].cat.codes.to_numpy(dtype=np.int64)
         days = _to_days(grid["date"])
@@ -618,12 +619,12 @@ def _merge_otc(grid: pd.DataFrame, otc: pd.DataFrame | None,
         has_otc[pos] = rows["has_otc"].fillna(False).to_numpy(dtype=bool)
     out["otc_week_used"] = week
     out["otc_status"] = pd.Categorical.from_codes(status, categories=list(OTC_STATUSES))
-    if (otc is None or not len(otc)) and default_alignment is not None:
-        # Every row carries the same label: no need to factorise strings.
-        out["otc_alignment"] = pd.Categorical.from_codes(np.zeros(size, dtype=np.int8),
-                                                         categories=[default_alignment])
-    else:
+    if alignment is not None:
         out["otc_alignment"] = pd.Categorical(alignment)
+    else:  # every row carries the same label (or none): no strings to factorise
+        labels = [] if default_alignment is None else [default_alignment]
+        out["otc_alignment"] = pd.Categorical.from_codes(
+            np.full(size, 0 if labels else -1, dtype=np.int8), categories=labels)
     out["has_otc"] = has_otc
     return out
 

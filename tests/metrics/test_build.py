@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from dm_fixtures import write_prices, write_short
 from hypothesis import HealthCheck, given, settings
@@ -150,12 +151,11 @@ def test_failed_insert_in_the_worker_thread_leaves_the_table_unchanged(
     real_insert = build_module._insert_metrics
     calls: list[int] = []
 
-    def insert_then_fail(conn: duckdb.DuckDBPyConnection, metrics: pd.DataFrame,
-                         columns: list[str]) -> float:
-        calls.append(len(metrics))
+    def insert_then_fail(conn: duckdb.DuckDBPyConnection, table: pa.Table) -> float:
+        calls.append(table.num_rows)
         if len(calls) == 3:
             raise OSError("disk full")
-        return real_insert(conn, metrics, columns)
+        return real_insert(conn, table)
 
     monkeypatch.setattr(build_module, "_insert_metrics", insert_then_fail)
     with open_writer(db_path) as writer:
