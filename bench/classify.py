@@ -1,9 +1,11 @@
 """Benchmark the trade-direction rules on synthetic trades and quotes, next to tclf.
 
-Usage: ``python bench/classify.py --n 50000000 --tclf-n 5000000``. Prints, per rule:
+Usage: ``python bench/classify.py --n 50000000 --tclf-n 5000000 [--threads K]``. Prints the
+thread count the rules use (``--threads``, default: the rules' own default) and, per rule:
 
 * our throughput on all ``--n`` trades (rule only, from already matched quotes);
-* "rule only" on the first ``--tclf-n`` trades, ours and tclf 0.4.0 in the same run, each
+* "rule only" on the first ``--tclf-n`` trades, ours (and ours on one thread, the in-run
+  baseline of the threading) and tclf 0.4.0 in the same run, each
   given its inputs prepared beforehand: ours ``TradeArrays`` + ``MatchedQuotes``, tclf a
   DataFrame with ``trade_price``, ``bid_ex``, ``ask_ex`` and ``price_ex_lag`` (the last
   different earlier price, which tclf needs precomputed);
@@ -22,6 +24,7 @@ two sides do the same work on the same data. Each timing is the best of ``--repe
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -100,14 +103,20 @@ def main() -> None:
     parser.add_argument("--tclf-n", type=int, default=5_000_000,
                         help="trades in the same-data comparison with tclf (0 = skip tclf)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (best taken)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per rule call (default: the rules' default)")
     args = parser.parse_args()
     trades, quotes = synthetic(args.n)
     print(f"{args.n:,} trades and quotes built; peak {peak_mb():,.0f} MB")
+    print(f"threads per rule call: {c.thread_count(args.threads, args.n)} on {args.n:,} "
+          f"trades, {c.thread_count(args.threads, min(args.tclf_n, args.n))} on the tclf "
+          f"subset ({os.cpu_count()} CPUs; --threads {args.threads or 'default'})")
     rep = args.repeat
+    threads = args.threads
     seconds = {"match_quotes": best_of(lambda: c.match_quotes(trades, quotes), rep)}
     matched = c.match_quotes(trades, quotes)
     for name, rule in c.RULES.items():
-        seconds[name] = best_of(lambda rule=rule: rule(trades, matched), rep)
+        seconds[name] = best_of(lambda rule=rule: rule(trades, matched, threads=threads), rep)
     seconds["lee_ready+match"] = seconds["lee_ready"] + seconds["match_quotes"]
     seconds["bvc_1min"] = best_of(lambda: c.bvc_bars(trades), rep)
     print(f"\nAll {args.n:,} trades (ours, default options):")
@@ -115,11 +124,12 @@ def main() -> None:
     for name, sec in seconds.items():
         print(f"{name:<18}{args.n / sec / 1e6:12.1f}{sec:10.3f}")
     if args.tclf_n:
-        compare_with_tclf(trades, quotes, min(args.tclf_n, args.n), rep)
+        compare_with_tclf(trades, quotes, min(args.tclf_n, args.n), rep, threads)
     print(f"\npeak RSS {peak_mb():,.0f} MB")
 
 
-def compare_with_tclf(trades: c.TradeArrays, quotes: c.QuoteArrays, k: int, rep: int) -> None:
+def compare_with_tclf(trades: c.TradeArrays, quotes: c.QuoteArrays, k: int, rep: int,
+                      threads: int | None) -> None:
     """Rule-only and end-to-end timings of ours and tclf on the first ``k`` trades."""
     from tclf.classical_classifier import ClassicalClassifier
 
@@ -134,28 +144,33 @@ def compare_with_tclf(trades: c.TradeArrays, quotes: c.QuoteArrays, k: int, rep:
                           "price_ex_lag": last_different_price(price)})
     print(f"\nSame data, same run: first {k:,} trades, {n_q:,} quotes; M trades/s "
           "(best of {rep})".replace("{rep}", str(rep)))
-    print(f"{'rule':<11}{'ours rule':>11}{'tclf rule':>11}{'x':>7}{'tclf+lag':>10}{'x':>7}"
-          f"{'ours e2e':>11}{'tclf e2e':>11}{'x':>7}")
+    print(f"{'rule':<11}{'ours 1thr':>11}{'ours rule':>11}{'tclf rule':>11}{'x':>7}"
+          f"{'tclf+lag':>10}{'x':>7}{'ours e2e':>11}{'tclf e2e':>11}{'x':>7}")
 
     def ours_e2e(rule: Callable[..., c.Int8Array], options: dict[str, Any]) -> c.Int8Array:
         t = c.TradeArrays(ts, price, size)
         q = c.QuoteArrays(q_ts, bid, ask)
-        return rule(t, c.match_quotes(t, q), **options)
+        return rule(t, c.match_quotes(t, q), threads=threads, **options)
 
     for name, rule in c.RULES.items():
         options = TCLF_OPTIONS[name]
         clf = ClassicalClassifier(layers=[(TCLF_LAYER[name], "ex")], strategy="const").fit(frame)
-        ours_labels = rule(sub, matched, **options)
+        ours_labels = rule(sub, matched, threads=threads, **options)
+        if not np.array_equal(ours_labels, rule(sub, matched, threads=1, **options)):
+            raise SystemExit(f"{name}: labels depend on the thread count")
         if not np.array_equal(ours_labels, clf.predict(frame)) or not np.array_equal(
                 ours_e2e(rule, options), tclf_end_to_end(clf, ts, price, q_ts, bid, ask)):
             raise SystemExit(f"{name}: labels differ from tclf; the comparison is void")
-        ours_rule = best_of(lambda rule=rule, o=options: rule(sub, matched, **o), rep)
+        ours_one = best_of(lambda rule=rule, o=options: rule(sub, matched, threads=1, **o), rep)
+        ours_rule = best_of(
+            lambda rule=rule, o=options: rule(sub, matched, threads=threads, **o), rep)
         tclf_rule = best_of(lambda clf=clf: clf.predict(frame), rep)
         needs_lag = name != "quote"  # the quote rule has no tick test
         lag_prep = best_of(lambda: last_different_price(price), rep) if needs_lag else 0.0
         ours_full = best_of(lambda rule=rule, o=options: ours_e2e(rule, o), rep)
         tclf_full = best_of(lambda clf=clf: tclf_end_to_end(clf, ts, price, q_ts, bid, ask), rep)
-        print(f"{name:<11}{k / ours_rule / 1e6:11.1f}{k / tclf_rule / 1e6:11.2f}"
+        print(f"{name:<11}{k / ours_one / 1e6:11.1f}{k / ours_rule / 1e6:11.1f}"
+              f"{k / tclf_rule / 1e6:11.2f}"
               f"{tclf_rule / ours_rule:7.1f}{k / (tclf_rule + lag_prep) / 1e6:10.2f}"
               f"{(tclf_rule + lag_prep) / ours_rule:7.1f}{k / ours_full / 1e6:11.1f}"
               f"{k / tclf_full / 1e6:11.2f}{tclf_full / ours_full:7.1f}")
