@@ -133,6 +133,12 @@ def test_rejects_duplicate_symbol() -> None:
     assert "duplicate symbol 'AAPL'" in str(err)
 
 
+def test_rejects_two_spellings_of_one_security() -> None:
+    err = _error(_file("20210802|BRK/B|1|0|2|Q", "20210802|GME|1|0|2|Q", "20210802|BRK.B|1|0|3|Q"))
+    assert (err.line, err.field) == (4, "Symbol")
+    assert "'BRK.B'" in str(err) and "'BRK/B' on line 2" in str(err)
+
+
 def test_rejects_date_that_disagrees_with_file_name() -> None:
     err = _error(_file("20210802|AAPL|1|0|2|Q", "20210803|GME|1|0|2|Q"))
     assert (err.line, err.field) == (3, "Date")

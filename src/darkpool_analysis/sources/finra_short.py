@@ -348,6 +348,20 @@ def _normalised_symbols(symbols: pa.ChunkedArray) -> pa.Array:
     return pc.replace_with_mask(column, odd, normalised)
 
 
+def _check_one_row_per_security(symbols: pa.ChunkedArray, normalised: pa.Array,
+                                 source: str) -> None:
+    """Reject two spellings of one security in a file (``BRK/B`` and ``BRK.B``): the build
+    keys rows by the normalised symbol, so they would be one security counted twice."""
+    if pc.count_distinct(normalised).as_py() == len(normalised):
+        return
+    names = pd.Series(normalised.to_numpy(zero_copy_only=False))
+    at = int(np.flatnonzero(names.duplicated().to_numpy())[0])
+    first = int(np.flatnonzero((names == names[at]).to_numpy())[0])
+    raise _fail(f"symbol {symbols[at].as_py()!r} and {symbols[first].as_py()!r} on line "
+                f"{first + 2} are both {names[at]!r}; expected one row per security",
+                source, at + 2, "Symbol")
+
+
 def parse_short_table(data: bytes, source_name: str) -> pa.Table:
     """Parse and validate one Reg SHO file into an Arrow table with :data:`SCHEMA`.
 
@@ -366,10 +380,12 @@ def parse_short_table(data: bytes, source_name: str) -> pa.Table:
     exempt = (table["ShortExemptVolume"] if "ShortExemptVolume" in table.column_names
               else pa.nulls(rows, pa.float64()))
     symbols = table["Symbol"]
+    normalised = _normalised_symbols(symbols) if rows else pa.array([], pa.string())
+    _check_one_row_per_security(symbols, normalised, source_name)
     return pa.table({
         "trade_date": pa.repeat(pa.scalar(trade_date, pa.date32()), rows),
         "symbol": symbols,
-        "symbol_norm": _normalised_symbols(symbols) if rows else pa.array([], pa.string()),
+        "symbol_norm": normalised,
         "short_volume": table["ShortVolume"],
         "short_exempt_volume": exempt,
         "total_volume": table["TotalVolume"],
