@@ -22,7 +22,7 @@ from darkpool_analysis.config import Settings
 from darkpool_analysis.errors import FetchError, NoDataError
 from darkpool_analysis.ingest.finra_short import IngestProgress, IngestSummary, ingest_finra_short
 from darkpool_analysis.ingest.prices import PriceIngestSummary, ingest_prices, resolve_provider
-from darkpool_analysis.store import open_writer
+from darkpool_analysis.store import META_SYNTHETIC, META_SYNTHETIC_NOTE, open_writer
 from darkpool_analysis.symbols import to_feed
 from darkpool_analysis.synthetic import (
     DEMO_END,
@@ -175,6 +175,9 @@ def run_demo(
             notify(f"synthetic market: {len(tickers)} tickers x {market.sessions} sessions "
                    f"({market.start}..{market.end}) written in FINRA and Yahoo formats")
         with open_writer(target) as writer:
+            writer.set_meta({META_SYNTHETIC: "true", META_SYNTHETIC_NOTE: (
+                f"{SYNTHETIC_LABEL}: deterministic synthetic market written by `darkpool demo` "
+                f"({len(tickers)} tickers, {market.start}..{market.end})")})
             result.finra = ingest_finra_short(demo_settings, market.start, market.end, "CNMS",
                                               writer=writer, from_dir=market.finra_dir)
             result.prices = ingest_prices(writer, demo_settings, market.start, market.end,

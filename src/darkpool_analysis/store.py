@@ -243,9 +243,25 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "database metadata (e.g. synthetic = true for the demo's database)",
+        """
+        CREATE TABLE database_meta (
+            key VARCHAR PRIMARY KEY,            -- synthetic, synthetic_note, ...
+            value VARCHAR NOT NULL
+        );
+        """,
+    ),
 ]
 
+
 SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)
+
+#: ``database_meta`` key whose value ``"true"`` marks a database of synthetic numbers.
+META_SYNTHETIC = "synthetic"
+#: ``database_meta`` key with a one-line description of how the synthetic data was made.
+META_SYNTHETIC_NOTE = "synthetic_note"
 
 #: How often a long-running writer publishes a fresh snapshot for readers (seconds).
 PUBLISH_INTERVAL_S = 5.0
@@ -542,6 +558,12 @@ class Writer:
                 self.conn.unregister(name)
         return rows
 
+    def set_meta(self, entries: dict[str, str]) -> None:
+        """Upsert ``database_meta`` entries in one transaction."""
+        with self.transaction() as conn:
+            for key, value in entries.items():
+                run(conn, "INSERT OR REPLACE INTO database_meta VALUES (?, ?)", [key, value])
+
     def log_outcome(self, dataset: str, partition_key: str | None, *, outcome: str,
                     trade_date: dt.date | None = None, location: str | None = None,
                     rows: int | None = None, sha256: str | None = None,
@@ -670,6 +692,19 @@ def open_writer(
     finally:
         fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
         lock_file.close()
+
+
+def read_meta(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Every ``database_meta`` entry (empty for databases older than schema version 4)."""
+    if not table_exists(conn, "database_meta"):
+        return {}
+    return {str(k): str(v) for k, v in
+            conn.execute("SELECT key, value FROM database_meta ORDER BY key").fetchall()}
+
+
+def is_synthetic(meta: dict[str, str]) -> bool:
+    """Whether the metadata of :func:`read_meta` marks the database as synthetic."""
+    return meta.get(META_SYNTHETIC, "").lower() == "true"
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:

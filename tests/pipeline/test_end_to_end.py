@@ -25,7 +25,7 @@ from werkzeug import Request, Response
 
 from darkpool_analysis import sandbox
 from darkpool_analysis.cli import app
-from darkpool_analysis.store import read_frame
+from darkpool_analysis.store import is_synthetic, read_frame
 from darkpool_analysis.synthetic import write_market
 from darkpool_analysis.views.sandbox_chart import plot
 from seed_support import SEED_TITLES, run_seed_notebook, seed_cells, with_params
@@ -55,6 +55,8 @@ def test_demo_then_the_seed_notebook_runs_unchanged(
     counts = read_frame(demo_db, "SELECT count(DISTINCT date) AS days, count(DISTINCT symbol) "
                                  "AS symbols FROM daily_metrics")
     assert counts["symbols"].item() == 25 and counts["days"].item() > 200
+    meta = read_frame(demo_db, "SELECT key, value FROM database_meta")
+    assert is_synthetic(dict(zip(meta["key"], meta["value"], strict=True)))
 
     monkeypatch.setenv("DARKPOOL_DB", str(demo_db))
     run = run_seed_notebook(seed_cells(seed_dir), tmp_path, monkeypatch)  # not one line changed
