@@ -49,12 +49,13 @@ from darkpool_analysis.metrics import (
     warmup_block_floor,
 )
 from darkpool_analysis.otc_metrics import load_otc_inputs, otc_daily_block
-from darkpool_analysis.store import Writer, run
+from darkpool_analysis.store import Writer, read_owed, run
 from darkpool_analysis.symbols import to_feed
 from darkpool_analysis.trading_calendar import (
     CALENDAR_START,
     DateLike,
     is_session,
+    previous_session,
     session_offset,
     sessions_index,
     to_date,
@@ -344,6 +345,7 @@ def build_metrics(
     progress: ProgressCallback | None = None,
     rows_per_batch: int = ROWS_PER_BATCH,
     otc_alignment: OtcAlignment | None = None,
+    require_data: bool = True,
 ) -> BuildResult:
     """Recompute ``daily_metrics`` for ``symbols`` (default: all) on ``[start, end]``.
 
@@ -356,6 +358,13 @@ def build_metrics(
 
     Batch k+1 is read and computed while a worker thread inserts batch k (numpy and DuckDB
     release the GIL); at most two computed batches are alive at a time.
+
+    The table stays a function of the raw data alone, whatever order the data came in: a
+    range build also writes the no-data session rows that a symbol's new data turns into
+    gaps before ``start`` (the symbol was last seen earlier), and removes rows past a
+    symbol's new last date. A build that reaches the end of the data settles the
+    ``metrics_owed`` entries it covers in the same transaction. With ``require_data=False``
+    a request without any data empties its rows instead of raising (raw data was removed).
     """
     started = time.perf_counter()
     alignment: OtcAlignment = otc_alignment or settings.otc_alignment
@@ -374,14 +383,25 @@ def build_metrics(
 
     spans = _symbol_spans(conn, requested)
     missing = tuple(sorted(set(requested or ()) - set(spans["symbol"])))
-    if missing:
+    if missing and require_data:
         log.warning("no short-sale or price data for %s", ", ".join(missing))
     if spans.empty:
-        raise NoDataError(
-            "no short-sale or price data to build from"
-            + (f" for {', '.join(requested)}" if requested else ""),
-            hint="run `darkpool ingest finra-short` / `darkpool ingest prices` first",
-        )
+        if require_data:
+            raise NoDataError(
+                "no short-sale or price data to build from"
+                + (f" for {', '.join(requested)}" if requested else ""),
+                hint="run `darkpool ingest finra-short` / `darkpool ingest prices` first",
+            )
+        with writer.transaction() as tx:
+            _delete_affected(tx, requested, first, last)
+            if last is None:
+                _settle_covered(tx, requested, first)
+        return BuildResult(symbols=0, rows_written=0, start=first, end=last,
+                           seconds=time.perf_counter() - started, missing_symbols=missing,
+                           otc_alignment=alignment)
+    holes = (_holes_before(conn, spans, first) if first is not None and last is None
+             else pd.DataFrame({"symbol": [], "hole_start": []}))
+    full_spans = spans
 
     write_from = pd.Timestamp(first) if first is not None else None
     load_from = _load_from(first, settings) if first is not None else None
@@ -426,6 +446,8 @@ def build_metrics(
         columns = _table_columns(tx)
         tick = time.perf_counter()
         _delete_affected(tx, requested, first, last)
+        if first is not None and last is None:
+            _delete_past_last(tx, full_spans, first)
         write_seconds += time.perf_counter() - tick
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="daily-metrics-insert") as pool:
             # Schedule: compute k || insert k-1, then read k+1 (the connection runs one
@@ -456,6 +478,17 @@ def build_metrics(
                     progress(done, total_rows)
             if pending is not None:
                 write_seconds += pending.result()
+        if len(holes) and first is not None:
+            # Sessions between a symbol's previous last date and ``first`` became no-data
+            # gap rows when its new data arrived: write them (same values as a full build).
+            gap_fill = build_metrics(
+                writer, settings, symbols=list(holes["symbol"]),
+                start=pd.Timestamp(holes["hole_start"].min()).date(),
+                end=previous_session(first),
+                rows_per_batch=rows_per_batch, otc_alignment=alignment, require_data=False)
+            written += gap_fill.rows_written
+        if last is None:
+            _settle_covered(tx, requested, first)
         tick = time.perf_counter()
     write_seconds += time.perf_counter() - tick   # the commit
     seconds = time.perf_counter() - started
@@ -466,6 +499,111 @@ def build_metrics(
                        seconds=seconds, missing_symbols=missing, read_seconds=read_seconds,
                        compute_seconds=compute_seconds, write_seconds=write_seconds,
                        otc_alignment=alignment)
+
+
+def _holes_before(conn: duckdb.DuckDBPyConnection, spans: pd.DataFrame,
+                  first: dt.date) -> pd.DataFrame:
+    """Symbols whose stored rows end before the session preceding ``first`` while their raw
+    data reaches ``first`` or later: the sessions in between are no-data rows a full build
+    has. Returns ``symbol, hole_start`` (the first missing session)."""
+    conn.register("_build_spans", spans[["symbol", "last_date"]])
+    try:
+        stored = conn.execute("""
+            SELECT d.symbol, max(d.date) AS stored_last
+            FROM daily_metrics d SEMI JOIN _build_spans s
+                 ON d.symbol = s.symbol AND s.last_date >= $1
+            WHERE d.date < $1
+            GROUP BY d.symbol
+        """, [first]).df()
+    finally:
+        conn.unregister("_build_spans")
+    if stored.empty:
+        return pd.DataFrame({"symbol": [], "hole_start": []})
+    sessions = sessions_index(pd.Timestamp(stored["stored_last"].min()), pd.Timestamp(first))
+    after = sessions.searchsorted(pd.to_datetime(stored["stored_last"]), side="right")
+    before_first = sessions.searchsorted(pd.Timestamp(first), side="left")
+    hole = after < before_first
+    return pd.DataFrame({"symbol": stored["symbol"].to_numpy(dtype=object)[hole],
+                         "hole_start": sessions[after[hole]]})
+
+
+def _delete_past_last(conn: duckdb.DuckDBPyConnection, spans: pd.DataFrame,
+                      first: dt.date) -> None:
+    """Delete rows before ``first`` that lie past their symbol's (new) last date: gap rows
+    left behind when a change removed a symbol's later data."""
+    ended = spans.loc[pd.to_datetime(spans["last_date"]) < pd.Timestamp(first),
+                      ["symbol", "last_date"]]
+    if ended.empty:
+        return
+    conn.register("_build_ended", ended)
+    try:
+        run(conn, """
+            DELETE FROM daily_metrics USING _build_ended e
+            WHERE daily_metrics.symbol = e.symbol AND daily_metrics.date > e.last_date
+              AND daily_metrics.date < ?
+        """, [first])
+    finally:
+        conn.unregister("_build_ended")
+
+
+def _settle_covered(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None,
+                    start: dt.date | None) -> None:
+    """Remove the ``metrics_owed`` entries a build of ``symbols`` from ``start`` to the end
+    of the data has just paid (same transaction as its rows)."""
+    clauses, params = [], []
+    if symbols is not None:
+        clauses.append("symbol IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(symbols))
+    if start is not None:
+        clauses.append("from_date >= ?")
+        params.append(start)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    run(conn, f"DELETE FROM metrics_owed{where}", params)
+
+
+def settle_owed(writer: Writer, settings: Settings, *,
+                progress: ProgressCallback | None = None,
+                otc_alignment: OtcAlignment | None = None) -> BuildResult | None:
+    """Finish every ``daily_metrics`` rebuild still owed (``metrics_owed``); None if none.
+
+    Raw changes record what they owe in their own transaction, so this also finishes a
+    rebuild that a crash or ``--no-build`` left undone. Changes owed by every symbol are
+    rebuilt from their earliest date; per-symbol debts before that date are rebuilt for
+    those symbols from their earliest date. Everything commits in one transaction.
+    """
+    owed = read_owed(writer.conn)
+    if owed.empty:
+        return None
+    started = time.perf_counter()
+    log.info("rebuilding daily_metrics from %s (owed by raw changes)",
+             pd.Timestamp(owed["from_date"].min()).date())
+    every = owed.loc[owed["symbol"].isna(), "from_date"]
+    every_from = pd.Timestamp(every.min()).date() if len(every) else None
+    per_symbol = owed.dropna(subset=["symbol"])
+    if every_from is not None:
+        per_symbol = per_symbol.loc[pd.to_datetime(per_symbol["from_date"])
+                                    < pd.Timestamp(every_from)]
+    results: list[BuildResult] = []
+    with writer.transaction():
+        if len(per_symbol):
+            results.append(build_metrics(
+                writer, settings, symbols=sorted(per_symbol["symbol"].unique()),
+                start=pd.Timestamp(per_symbol["from_date"].min()).date(), progress=progress,
+                otc_alignment=otc_alignment, require_data=False))
+        if every_from is not None:
+            results.append(build_metrics(writer, settings, start=every_from,
+                                         progress=progress, otc_alignment=otc_alignment,
+                                         require_data=False))
+        if not read_owed(writer.conn).empty:
+            raise AssertionError("a settling build left metrics_owed entries behind")
+    first = min((r.start for r in results if r.start is not None), default=None)
+    return BuildResult(
+        symbols=max(r.symbols for r in results), rows_written=sum(r.rows_written for r in results),
+        start=first, end=None, seconds=time.perf_counter() - started,
+        read_seconds=sum(r.read_seconds for r in results),
+        compute_seconds=sum(r.compute_seconds for r in results),
+        write_seconds=sum(r.write_seconds for r in results),
+        otc_alignment=results[-1].otc_alignment)
 
 
 def _delete_affected(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None,

@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 
 from darkpool_analysis import trading_calendar
-from darkpool_analysis.store import connect_readonly, table_exists
+from darkpool_analysis.store import connect_readonly, read_owed, table_exists
 
 #: Tables shown by ``db info`` with the date column that defines their coverage.
 COVERAGE_COLUMNS: dict[str, str] = {
@@ -39,6 +39,8 @@ class Inventory:
     recent_log: pd.DataFrame = field(default_factory=pd.DataFrame)
     outcome_counts: pd.DataFrame = field(default_factory=pd.DataFrame)
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: ``daily_metrics`` rebuilds still owed (``store.read_owed``); empty when up to date.
+    metrics_owed: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def short_gaps(conn: duckdb.DuckDBPyConnection) -> dict[str, list[dt.date]]:
@@ -110,6 +112,7 @@ def collect(db_path: Path, *, recent: int = 10) -> Inventory:
             recent_log=recent_log,
             outcome_counts=outcomes,
             extra=extra,
+            metrics_owed=read_owed(conn),
         )
     finally:
         conn.close()

@@ -38,7 +38,7 @@ import pandas as pd
 from darkpool_analysis import scoring, symbols, trading_calendar
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import NoDataError, StoreError
-from darkpool_analysis.store import connect_readonly, table_exists
+from darkpool_analysis.store import connect_readonly, describe_owed, read_owed, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -372,12 +372,16 @@ def load(
             if coverage is None:
                 raise _unknown_symbol(conn, symbol)
             raise _empty_range(symbol, first, last, coverage)
+        owed = describe_owed(read_owed(conn))
     finally:
         conn.close()
+    if owed is not None:
+        log.warning("%s", owed)
     frame = derive(raw, settings=cfg, blend_short_weight=blend_short_weight,
                    blend_flow_weight=blend_flow_weight)
     frame = frame.loc[frame["date"] >= pd.Timestamp(first)].reset_index(drop=True)
     frame.attrs["blend_weights"] = (blend_short_weight, blend_flow_weight)
+    frame.attrs["metrics_owed"] = owed
     log.debug("sandbox %s %s..%s: %d rows (+%d warm-up)", symbol, first, last, len(frame),
               len(raw) - len(frame))
     return frame

@@ -253,7 +253,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        5,
+        "daily_metrics rebuilds still owed after raw changes (written with each raw change)",
+        """
+        CREATE TABLE metrics_owed (
+            symbol VARCHAR,                     -- normalised; NULL = every symbol
+            from_date DATE NOT NULL,            -- first date whose rows may have changed
+            source_table VARCHAR NOT NULL,      -- the raw table whose change created the debt
+            recorded_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 ]
+
+#: Raw tables that ``daily_metrics`` is computed from: (date column, symbol column or None
+#: when a change is owed for every symbol). Every write of one of them records, in the same
+#: transaction, the rebuild it makes ``daily_metrics`` owe (``metrics_owed``), so a crash
+#: between an ingest and its rebuild can never leave stale metrics that nobody knows about.
+#: Short-sale files owe every symbol: a new or corrected day can add or remove symbols.
+METRIC_INPUTS: dict[str, tuple[str, str | None]] = {
+    "finra_short_daily_raw": ("trade_date", None),
+    "prices_daily": ("date", "symbol"),
+    "lit_direction_daily": ("date", "symbol"),
+    "finra_otc_weekly_raw": ("week_start_date", "symbol_norm"),
+}
 
 
 SCHEMA_VERSION = max(v for v, _, _ in MIGRATIONS)
@@ -494,6 +518,8 @@ class Writer:
         self.conn.register("_darkpool_batch", frame)
         try:
             with self.transaction() as conn:
+                self._record_owed(conn, table, f"SELECT * FROM {table} WHERE {where}",
+                                  params, with_batch=bool(rows))
                 run(conn, f"DELETE FROM {table} WHERE {where}", params)
                 if rows:
                     run(conn, f"INSERT INTO {table} BY NAME SELECT * FROM _darkpool_batch")
@@ -544,7 +570,12 @@ class Writer:
         try:
             with self.transaction() as conn:
                 if len(keys):
+                    self._record_owed(conn, table, f"SELECT {table}.* FROM {table} "
+                                      f"SEMI JOIN _darkpool_keys ON {match}", (),
+                                      with_batch=bool(rows))
                     run(conn, f"DELETE FROM {table} USING _darkpool_keys WHERE {match}")
+                elif rows:
+                    self._record_owed(conn, table, None, (), with_batch=True)
                 if rows:
                     run(conn, f"INSERT INTO {table} BY NAME SELECT * FROM _darkpool_batch")
                 if len(provenance):
@@ -586,6 +617,28 @@ class Writer:
             [dataset, partition_key],
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def _record_owed(self, conn: duckdb.DuckDBPyConnection, table: str, replaced: str | None,
+                     params: Sequence[Any], *, with_batch: bool) -> None:
+        """Record the ``daily_metrics`` rebuild that replacing ``replaced`` (a query of the
+        rows about to be deleted) by ``_darkpool_batch`` makes owed, in the caller's
+        transaction. Nothing is owed when neither side has a row."""
+        if table not in METRIC_INPUTS:
+            return
+        date_column, symbol_column = METRIC_INPUTS[table]
+        picked = f"{symbol_column} AS symbol, " if symbol_column else "NULL::VARCHAR AS symbol, "
+        parts = []
+        if replaced is not None:
+            parts.append(f"SELECT {picked}{date_column} AS day FROM ({replaced})")
+        if with_batch:
+            parts.append(f"SELECT {picked}{date_column} AS day FROM _darkpool_batch")
+        if not parts:
+            return
+        run(conn, f"""
+            INSERT INTO metrics_owed (symbol, from_date, source_table, recorded_at)
+            SELECT symbol, min(day), ?, ? FROM ({" UNION ALL ".join(parts)})
+            GROUP BY symbol HAVING min(day) IS NOT NULL
+        """, [table, utcnow(), *params])
 
     def _record_source(self, conn: duckdb.DuckDBPyConnection, source: SourceFile) -> None:
         run(
@@ -700,6 +753,33 @@ def read_meta(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
         return {}
     return {str(k): str(v) for k, v in
             conn.execute("SELECT key, value FROM database_meta ORDER BY key").fetchall()}
+
+
+def read_owed(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The ``daily_metrics`` rebuilds still owed: ``symbol`` (None = every symbol),
+    ``from_date``, ``source_table``, one row per (symbol, source table) with its earliest date.
+    Empty when nothing is owed (or for databases older than schema version 5)."""
+    if not table_exists(conn, "metrics_owed"):
+        return pd.DataFrame({"symbol": [], "from_date": [], "source_table": []})
+    return conn.execute("""
+        SELECT symbol, min(from_date) AS from_date, source_table FROM metrics_owed
+        GROUP BY symbol, source_table ORDER BY from_date, symbol NULLS FIRST, source_table
+    """).df()
+
+
+def describe_owed(owed: pd.DataFrame) -> str | None:
+    """One sentence saying what ``daily_metrics`` still owes (None when nothing)."""
+    if owed.empty:
+        return None
+    first = pd.Timestamp(owed["from_date"].min()).date()
+    every = owed["symbol"].isna().any()
+    symbols = owed["symbol"].dropna().unique()
+    who = "every symbol" if every else (
+        ", ".join(sorted(symbols)[:5]) + (f" (+{len(symbols) - 5} more)" if len(symbols) > 5
+                                          else ""))
+    return (f"daily_metrics is out of date: raw data changed from {first} on ({who}) and the "
+            "rebuild has not finished; run `darkpool build` (or any ingest) to bring it up "
+            "to date")
 
 
 def is_synthetic(meta: dict[str, str]) -> bool:

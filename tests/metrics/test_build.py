@@ -187,12 +187,21 @@ def test_cli_build(db_path: Path) -> None:
     assert "no short-sale or price data" in empty.output
 
     _load(db_path)
+    # Loading raw data made a full rebuild owed: any build finishes it (issue 10 item 1).
     result = runner.invoke(app, ["build", "--tickers", "AAA,BRK-B", "--start", "2019-03-01",
                                  "--end", "2019-03-29"])
     assert result.exit_code == 0, result.output
     assert "wrote 42 rows for 2 symbols" in result.output  # 21 sessions in March 2019
-    table = _table(db_path)
-    assert sorted(set(table["symbol"])) == ["AAA", "BRK.B"]
+    assert "also finished the rebuild still owed" in result.output
+    full = _table(db_path)
+    assert sorted(set(full["symbol"])) == sorted(SYMBOLS)
+
+    result = runner.invoke(app, ["build", "--tickers", "AAA,BRK-B", "--start", "2019-03-01",
+                                 "--end", "2019-03-29"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 42 rows for 2 symbols" in result.output
+    assert "still owed" not in result.output
+    pd.testing.assert_frame_equal(_table(db_path), full, check_exact=True)
 
     bad = runner.invoke(app, ["build", "--start", "2019-13-01"])
     assert bad.exit_code != 0

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from darkpool_analysis.config import Settings, load_config
-from darkpool_analysis.errors import DarkpoolError, NoDataError
+from darkpool_analysis.errors import DarkpoolError
 
 if TYPE_CHECKING:
     from darkpool_analysis.store import Writer
@@ -86,23 +86,22 @@ def required_date(value: str, option: str) -> dt.date:
     return day
 
 
-def auto_build(writer: Writer, settings: Settings, *, start: dt.date | None = None,
-               symbols: list[str] | None = None) -> None:
-    """Rebuild ``daily_metrics`` after an ingest, from ``start`` to the end of the data.
+def auto_build(writer: Writer, settings: Settings) -> None:
+    """Finish every ``daily_metrics`` rebuild the raw data is owed (after an ingest).
 
-    Everything from the first changed date onwards is recomputed: rolling windows and
-    next-day returns carry a change forward, so rebuilding only the ingested range would leave
-    later rows stale.
+    Each raw change records, in its own transaction, the first date (and the symbols) whose
+    rows it may change (``metrics_owed``); this rebuilds from there to the end of the data,
+    so a run whose files were all unchanged still completes a rebuild that an earlier,
+    interrupted run (or ``--no-build``) left owed.
     """
-    from darkpool_analysis.build import build_metrics  # heavy: only when a build runs
+    from darkpool_analysis.build import settle_owed  # heavy: only when a build runs
 
-    try:
-        result = build_metrics(writer, settings, symbols=symbols, start=start)
-    except NoDataError as exc:
-        console.print(f"[yellow]daily_metrics not rebuilt:[/] {exc.message}", highlight=False)
+    result = settle_owed(writer, settings)
+    if result is None:
         return
     console.print(f"daily_metrics: rebuilt {result.rows_written:,} rows for "
-                  f"{result.symbols:,} symbols" + (f" from {start}" if start else "")
+                  f"{result.symbols:,} symbols"
+                  + (f" from {result.start}" if result.start else "")
                   + f" in {result.seconds:.2f}s", highlight=False)
 
 

@@ -39,7 +39,7 @@ def build(
 
     Short volume is a proxy for dealer-filled buying, not observed buying.
     """
-    from darkpool_analysis.build import build_metrics
+    from darkpool_analysis.build import build_metrics, settle_owed
     from darkpool_analysis.store import open_writer
 
     settings = config()
@@ -62,11 +62,16 @@ def build(
 
         result = build_metrics(writer, settings, symbols=symbols, start=first, end=last,
                                progress=advance, otc_alignment=alignment)
+        # A partial build still finishes whatever an interrupted run left owed.
+        owed = settle_owed(writer, settings, progress=advance, otc_alignment=alignment)
     span = f" from {result.start}" if result.start else ""
     span += f" to {result.end}" if result.end else ""
     console.print(f"daily_metrics: wrote {result.rows_written:,} rows for "
                   f"{result.symbols:,} symbols{span} in {result.seconds:.2f}s "
                   f"(read {result.read_seconds:.2f}s, compute {result.compute_seconds:.2f}s, "
                   f"write {result.write_seconds:.2f}s; OTC alignment {result.otc_alignment})")
+    if owed is not None:
+        console.print(f"daily_metrics: also finished the rebuild still owed from {owed.start} "
+                      f"({owed.rows_written:,} rows)", highlight=False)
     if result.missing_symbols:
         console.print(f"[yellow]no data for:[/] {', '.join(result.missing_symbols)}")

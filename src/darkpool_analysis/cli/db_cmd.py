@@ -41,12 +41,16 @@ def _cell(value: object) -> str:
 def info(recent: int = 10) -> None:
     """Path, schema version, row counts, coverage, recent ingest outcomes and data gaps."""
     from darkpool_analysis import inventory
+    from darkpool_analysis.store import describe_owed
 
     cfg = config()
     inv = inventory.collect(cfg.db_path, recent=recent)
     console.print(f"[bold]database[/] {inv.path}  ({inv.size_bytes / 1e6:,.1f} MB)")
     console.print(f"[bold]schema version[/] {inv.schema_version}")
     console.print(_frame_table("Tables", inv.tables))
+    owed = describe_owed(inv.metrics_owed)
+    if owed is not None:
+        console.print(f"[bold yellow]warning:[/] {owed}", highlight=False)
     if not inv.short_by_facility.empty:
         console.print(_frame_table("FINRA Reg SHO short volume by facility",
                                    inv.short_by_facility))

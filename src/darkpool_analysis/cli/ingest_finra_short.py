@@ -128,8 +128,8 @@ def finra_short(
                                          from_dir=from_dir, force=force,
                                          progress=_RichProgress(bar))
         _print_summary(summary)
-        if summary.rows_written and not no_build:
-            auto_build(writer, settings, start=first)
+        if not no_build:
+            auto_build(writer, settings)
     if not summary.ok:
         err_console.print(f"[bold red]error:[/] {len(summary.failed)} file(s) failed; the "
                           "others were stored", highlight=False)

@@ -24,7 +24,7 @@ from darkpool_analysis.config import Settings
 from darkpool_analysis.ingest import finra_otc as ingest
 from darkpool_analysis.sources import finra_otc as source
 from darkpool_analysis.sources.http import HttpPolicy, make_client
-from darkpool_analysis.store import Writer, open_writer, utcnow
+from darkpool_analysis.store import Writer, open_writer
 from darkpool_analysis.symbols import normalise
 
 #: Default range: the last 12 weeks up to the newest T1 week that should be public.
@@ -114,7 +114,6 @@ def finra_otc(
     if from_file is not None and from_dir is not None:
         raise typer.BadParameter("use either --from-file or --from-dir")
     settings = config()
-    run_started = utcnow()
     with open_writer(settings.db_path) as writer:
         if from_file is not None or from_dir is not None:
             paths = [from_file] if from_file is not None else ingest.files_in(from_dir)
@@ -124,13 +123,8 @@ def finra_otc(
             summary = _fetch(writer, settings, start=start, end=end, tickers=tickers,
                              tiers=_tiers(tier), by_firm=by_firm, force=force)
         _print_summary(summary)
-        if (summary.ingested or summary.replaced) and not no_build:
-            # A week is visible from its publication date on: rebuild from the earliest
-            # week this run wrote (its days are the first that can change).
-            row = writer.conn.execute(
-                "SELECT min(week_start_date) FROM finra_otc_weekly_raw WHERE fetched_at >= ?",
-                [run_started]).fetchall()
-            auto_build(writer, settings, start=row[0][0] if row and row[0][0] else None)
+        if not no_build:
+            auto_build(writer, settings)
     if summary.failed:
         raise typer.Exit(code=1)
 

@@ -100,9 +100,8 @@ def prices_command(
                                 from_dir=from_dir, force=force, progress=on_progress)
         bar.stop()
         console.print(_summary_table(summary))
-        changed = [*summary.ingested, *summary.replaced]
-        if changed and not no_build:
-            auto_build(writer, settings, start=first, symbols=changed)
+        if not no_build:
+            auto_build(writer, settings)
     if not summary.stored:
         raise NoDataError(f"no price bars stored for {first}..{last}",
                           hint="check the tickers, the dates and the provider's coverage")

@@ -25,7 +25,7 @@ import pandas as pd
 from darkpool_analysis import classify
 from darkpool_analysis.classify import CLASSIFY_VERSION, METHODS, QUOTE_RULES, MethodName
 from darkpool_analysis.config import Settings
-from darkpool_analysis.errors import ConfigError, NoDataError
+from darkpool_analysis.errors import ConfigError
 from darkpool_analysis.sources.http import make_client
 from darkpool_analysis.sources.trades import (
     POLYGON_MAX_PAGES,
@@ -121,18 +121,13 @@ def _skip_message(skipped: pd.DataFrame, symbol: str) -> str | None:
     return "dropped trades: " + ", ".join(parts)
 
 
-def _build_metrics(writer: Writer, settings: Settings, symbols: Sequence[str],
-                   start: dt.date) -> bool:
-    """Rebuild ``daily_metrics`` for ``symbols`` from ``start`` to the end of their data
-    (later rows depend on these days through rolling windows)."""
-    from darkpool_analysis.build import build_metrics
+def _build_metrics(writer: Writer, settings: Settings) -> bool:
+    """Finish the ``daily_metrics`` rebuild the stored lit rows made owed (from their first
+    date to the end of the data: later rows depend on those days through rolling windows)."""
+    from darkpool_analysis.build import settle_owed
 
-    try:
-        build_metrics(writer, settings, symbols=list(symbols), start=start)
-    except NoDataError as exc:  # lit data alone does not create daily_metrics rows
-        log.warning("daily_metrics not rebuilt: %s", exc.message)
-        return False
-    return True
+    result = settle_owed(writer, settings)
+    return result is not None and result.rows_written > 0
 
 
 def ingest_trades(
@@ -194,8 +189,8 @@ def ingest_trades(
     finally:
         if owned_client and http is not None:
             http.close()
-    if build and summary.rows_written:
-        summary.metrics_built = _build_metrics(writer, settings, symbols, start)
+    if build:
+        summary.metrics_built = _build_metrics(writer, settings)
     return summary
 
 
