@@ -5,6 +5,7 @@ notebook (or the web page) uses exactly what the ``darkpool index|scan|table|ove
 commands print and draw. Each frame's ``attrs`` carry what produced it, including
 ``synthetic`` and ``label`` (:data:`darkpool_analysis.synthetic.SYNTHETIC_LABEL` for a
 ``darkpool demo`` database, else ``None``): outputs made from a synthetic database say so.
+``attrs`` hold only JSON types (dates as ISO strings), so ``to_parquet`` keeps them.
 
 >>> from darkpool_analysis import market
 >>> dix = market.index("spx_members.csv", "2021-01-04", "2021-02-12")     # doctest: +SKIP

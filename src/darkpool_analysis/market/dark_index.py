@@ -78,45 +78,20 @@ WITH sessions AS (
            coalesce(m.has_data, false) AS has_data,
            m.volume > 0 AND m.close > 0 AS has_dollars
     FROM member_days md LEFT JOIN metrics m ON m.symbol = md.symbol AND m.date = md.date
-), per_date AS (
-    SELECT date,
-           count(*) AS members,
-           count(*) FILTER (WHERE has_data) AS members_with_data,
-           sum(short_volume * close) FILTER (WHERE has_data) AS short_dollars,
-           sum(total_volume * close) FILTER (WHERE has_data) AS total_dollars,
-           avg(short_volume / total_volume) FILTER (WHERE has_data) AS dpi_equal_weight,
-           sum(volume * close) FILTER (WHERE has_data AND has_dollars) AS covered_dollars,
-           sum(volume * close) FILTER (WHERE has_dollars) AS member_dollars
-    FROM member_rows GROUP BY date
 )
-SELECT s.date,
-       short_dollars / total_dollars AS dix,
-       dpi_equal_weight,
-       coalesce(members, 0) AS members,
-       coalesce(members_with_data, 0) AS members_with_data,
-       covered_dollars / member_dollars AS dollar_coverage
-FROM sessions s LEFT JOIN per_date p USING (date)
-ORDER BY s.date
+SELECT CAST(grouping(date) AS INTEGER) AS by_symbol, date, symbol,
+       count(*) AS members,
+       count(*) FILTER (WHERE has_data) AS members_with_data,
+       sum(short_volume * close) FILTER (WHERE has_data) AS short_dollars,
+       sum(total_volume * close) FILTER (WHERE has_data) AS total_dollars,
+       avg(short_volume / total_volume) FILTER (WHERE has_data) AS dpi_equal_weight,
+       sum(volume * close) FILTER (WHERE has_data AND has_dollars) AS covered_dollars,
+       sum(volume * close) FILTER (WHERE has_dollars) AS member_dollars,
+       count(*) FILTER (WHERE date >= $shown) AS shown_days,
+       count(*) FILTER (WHERE has_data AND date >= $shown) AS shown_data_days
+FROM member_rows
+GROUP BY GROUPING SETS ((date), (symbol))
 """
-
-_SILENT_SQL = """
-WITH spans AS (
-    SELECT symbol, CAST(start_date AS DATE) AS start_date, CAST(end_date AS DATE) AS end_date
-    FROM _market_spans
-), active AS (
-    SELECT DISTINCT symbol FROM spans
-    WHERE start_date <= $last AND (end_date IS NULL OR end_date > $first)
-)
-SELECT a.symbol FROM active a
-WHERE NOT EXISTS (
-    SELECT 1 FROM daily_metrics d JOIN spans m ON m.symbol = d.symbol
-    WHERE d.symbol = a.symbol AND d.date BETWEEN $first AND $last
-      AND d.date >= m.start_date AND (m.end_date IS NULL OR d.date < m.end_date)
-      AND d.short_source IN {sources} AND d.short_volume IS NOT NULL
-      AND d.total_volume > 0 AND d.close > 0)
-ORDER BY a.symbol
-""".replace("{sources}", str(CONSOLIDATED_SOURCES))
-
 
 def resolve_members(members: MembersLike, *, name: str | None = None,
                     symbols: Sequence[str] | None = None) -> Membership:
@@ -154,29 +129,40 @@ def finish_index(raw: pd.DataFrame, first: dt.date, *, z_window: int,
 
 
 def query_index(conn: duckdb.DuckDBPyConnection, membership: Membership,
-                sessions: pd.DatetimeIndex) -> pd.DataFrame:
-    """Run the aggregation for ``sessions`` (sorted) on an open read-only connection."""
+                sessions: pd.DatetimeIndex, shown: dt.date | None = None) -> pd.DataFrame:
+    """Run the aggregation for ``sessions`` (sorted) on an open read-only connection.
+
+    One scan gives both the per-session sums (every column of :data:`INDEX_COLUMNS` but
+    ``dix_z``) and, per member, whether it had data on any session from ``shown`` on (default
+    the first session): those that never did are in ``attrs["members_without_data"]``.
+    """
     settle(conn)
     conn.register("_market_spans", membership.frame())
     try:
         params = {"sessions": list(sessions.to_pydatetime()),
-                  "first": sessions[0].date(), "last": sessions[-1].date()}
-        return conn.execute(_INDEX_SQL, params).df()
+                  "first": sessions[0].date(), "last": sessions[-1].date(),
+                  "shown": shown or sessions[0].date()}
+        grouped = conn.execute(_INDEX_SQL, params).df()
     finally:
         settle(conn)
         conn.unregister("_market_spans")
-
-
-def _silent_members(conn: duckdb.DuckDBPyConnection, membership: Membership, first: dt.date,
-                    last: dt.date) -> list[str]:
-    settle(conn)
-    conn.register("_market_spans", membership.frame())
-    try:
-        rows = conn.execute(_SILENT_SQL, {"first": first, "last": last}).fetchall()
-    finally:
-        settle(conn)
-        conn.unregister("_market_spans")
-    return [str(r[0]) for r in rows]
+    per_symbol = grouped.loc[grouped["by_symbol"] == 1]
+    silent = sorted(per_symbol.loc[(per_symbol["shown_days"] > 0)
+                                   & (per_symbol["shown_data_days"] == 0), "symbol"])
+    per_date = grouped.loc[grouped["by_symbol"] == 0].copy()
+    per_date["date"] = pd.to_datetime(per_date["date"])
+    per_date = per_date.set_index("date").reindex(pd.DatetimeIndex(sessions, name="date"))
+    frame = pd.DataFrame({
+        "date": per_date.index,
+        "dix": (per_date["short_dollars"] / per_date["total_dollars"]).to_numpy(dtype=float),
+        "dpi_equal_weight": per_date["dpi_equal_weight"].to_numpy(dtype=float),
+        "members": per_date["members"].fillna(0).to_numpy(dtype=np.int64),
+        "members_with_data": per_date["members_with_data"].fillna(0).to_numpy(dtype=np.int64),
+        "dollar_coverage": (per_date["covered_dollars"]
+                            / per_date["member_dollars"]).to_numpy(dtype=float),
+    })
+    frame.attrs["members_without_data"] = [str(x) for x in silent]
+    return frame
 
 
 def index(
@@ -247,7 +233,9 @@ def index(
                 f"({db_first} .. {db_last})", hint="pick dates inside that coverage")
         warm_start = trading_calendar.session_offset(shown[0].date(), -(window - 1))
         sessions = trading_calendar.sessions_index(warm_start, shown[-1].date())
-        raw = query_index(conn, membership, sessions)
+        raw = query_index(conn, membership, sessions, shown[0].date())
+        silent = raw.attrs["members_without_data"]
+        raw.attrs = {}
         frame = finish_index(raw, shown[0].date(), z_window=window, min_periods=periods)
         if not bool((frame["members_with_data"] > 0).any()):
             lines = membership.spans["line"].dropna()
@@ -259,10 +247,10 @@ def index(
                 hint="ingest short volume and prices for the members "
                      "(`darkpool ingest finra-short`, `darkpool ingest prices`), or check the "
                      "tickers and dates in the membership file")
-        silent = _silent_members(conn, membership, shown[0].date(), shown[-1].date())
     frame.attrs.update(context.attrs())
     frame.attrs.update({"name": membership.name, "source": membership.source,
-                        "start": shown[0].date(), "end": shown[-1].date(),
+                        "start": shown[0].date().isoformat(),
+                        "end": shown[-1].date().isoformat(),
                         "z_window": window, "members_without_data": silent})
     log.debug("dark index %s %s..%s: %d sessions, %d gaps", membership.name, shown[0].date(),
               shown[-1].date(), len(frame), int(frame["dix"].isna().sum()))

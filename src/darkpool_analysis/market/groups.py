@@ -195,7 +195,7 @@ def table(
                                f"{','.join(symbols[:5])}`")
     rows = build_table(members, sections)
     rows.attrs.update(context.attrs())
-    rows.attrs.update({"date": day, "group": universe.name,
+    rows.attrs.update({"date": day.isoformat(), "group": universe.name,
                        "description": universe.description})
     return rows
 
@@ -261,6 +261,15 @@ def overlay(
 ) -> pd.DataFrame:
     """Normalised prices, log short buy/sell ratios and scores of a universe's members.
 
+    Parameters
+    ----------
+    group
+        A universe name or :class:`Universe` (``all`` = every symbol: a large frame).
+    start, end
+        Inclusive date range.
+    db_path, settings
+        Published database (read-only) and settings.
+
     Returns
     -------
     pandas.DataFrame
@@ -290,7 +299,8 @@ def overlay(
     lines = compute_overlay(raw)
     lines.attrs.update(context.attrs())
     lines.attrs.update({"group": universe.name, "description": universe.description,
-                        "start": first, "end": last, "names": len(symbols),
+                        "start": first.isoformat(), "end": last.isoformat(),
+                        "names": len(symbols),
                         "without_data": sorted(set(symbols) - set(raw["symbol"]))})
     return lines
 
@@ -303,7 +313,22 @@ def breadth(
     db_path: Path | None = None,
     settings: Settings | None = None,
 ) -> pd.DataFrame:
-    """:func:`compute_breadth` of :func:`overlay` (see both)."""
+    """Breadth per session of a universe: :func:`compute_breadth` of :func:`overlay`.
+
+    Parameters
+    ----------
+    group, start, end, db_path, settings
+        As for :func:`overlay`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`BREADTH_COLUMNS`, one row per session with data.
+
+    Examples
+    --------
+    >>> breadth("mega_caps", "2021-01-04", "2021-02-12")[["date", "breadth"]]  # doctest: +SKIP
+    """
     lines = overlay(group, start, end, db_path=db_path, settings=settings)
     return compute_breadth(lines, names=int(lines.attrs["names"]))
 

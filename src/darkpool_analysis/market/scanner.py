@@ -35,6 +35,7 @@ from darkpool_analysis.formulas import Formula
 from darkpool_analysis.market import _db
 from darkpool_analysis.market.universes import (
     ALL,
+    ALL_UNIVERSE,
     Universe,
     get_universe,
     load_universes,
@@ -91,13 +92,6 @@ _CONTEXT_SQL = f"""
     CAST(pressure_context_label AS VARCHAR) AS zone,
     {_FLAGS_SQL} AS flags,
     close, close * volume AS dollar_volume"""
-
-
-#: Context columns that are daily_metrics columns of the same name (read once).
-_CONTEXT_NAMES: Final = frozenset({"short_buy_sell_ratio", "short_buy_sell_ratio_z",
-                                   "finra_buy_volume_z", "lit_flow_imbalance",
-                                   "otc_participation_rate", "otc_status", "confidence",
-                                   "close"})
 
 
 @dataclass(frozen=True)
@@ -161,27 +155,40 @@ def _check_date(conn: duckdb.DuckDBPyConnection, day: dt.date) -> None:
                       hint="pick a date with data, or ingest and build it")
 
 
-def read_scan_frame(conn: duckdb.DuckDBPyConnection, day: dt.date, signal: Signal,
-                    symbols: Sequence[str] | None) -> pd.DataFrame:
-    """The rows the scan needs: ``[warm-up start, day]`` for ``symbols`` (None = all)."""
-    first = _warm_start(conn, day, signal.warmup)
-    extra = [c for c in dict.fromkeys((*signal.columns, "short_volume", "total_volume"))
-             if c not in {"symbol", "date", *_CONTEXT_NAMES}]
-    columns = ", ".join(f'"{c}"' for c in extra)
-    where = "" if symbols is None else "AND symbol IN (SELECT unnest($symbols::VARCHAR[]))"
-    params: dict[str, object] = {"first": first, "day": day}
-    if symbols is not None:
-        params["symbols"] = list(symbols)
-    sql = f"""
-        SELECT symbol, date, {columns},
-               date = $day AS _on_day,
-               {_CONTEXT_SQL}
-        FROM daily_metrics
-        WHERE date BETWEEN $first AND $day {where}
+def _symbol_filter(symbols: Sequence[str] | None, params: dict[str, object]) -> str:
+    if symbols is None:
+        return ""
+    params["symbols"] = list(symbols)
+    return "AND symbol IN (SELECT unnest($symbols::VARCHAR[]))"
+
+
+def read_signal_frame(conn: duckdb.DuckDBPyConnection, day: dt.date, signal: Signal,
+                      symbols: Sequence[str] | None, *, dollars: bool = False) -> pd.DataFrame:
+    """Phase 1: only the columns the signal reads, on ``[warm-up start, day]``, for
+    ``symbols`` (None = all), plus ``_on_day`` and (with ``dollars``) ``dollar_volume``.
+
+    Reading few columns matters: in a table laid out symbol by symbol every storage vector
+    holds a row of ``day``, so each column read for one date costs a pass over the table.
     """
-    frame = conn.execute(sql, params).df()
+    first = _warm_start(conn, day, signal.warmup)
+    columns = [c for c in dict.fromkeys(signal.columns) if c not in {"symbol", "date"}]
+    params: dict[str, object] = {"first": first, "day": day}
+    where = _symbol_filter(symbols, params)
+    selected = ", ".join([*(f'"{c}"' for c in columns), "date = $day AS _on_day",
+                          *(["close * volume AS dollar_volume"] if dollars else [])])
+    frame = conn.execute(f"SELECT symbol, date, {selected} FROM daily_metrics "
+                         f"WHERE date BETWEEN $first AND $day {where}", params).df()
     frame["date"] = pd.to_datetime(frame["date"])
     return frame
+
+
+def read_context(conn: duckdb.DuckDBPyConnection, day: dt.date,
+                 symbols: Sequence[str] | None) -> pd.DataFrame:
+    """Phase 2: :data:`CONTEXT_COLUMNS` on ``day`` for ``symbols`` (None = every symbol)."""
+    params: dict[str, object] = {"day": day}
+    where = _symbol_filter(symbols, params)
+    return conn.execute(f"SELECT symbol, {_CONTEXT_SQL} FROM daily_metrics "
+                        f"WHERE date = $day {where}", params).df()
 
 
 def rank_signal(values: pd.Series, symbols: pd.Series) -> pd.Series:
@@ -198,6 +205,9 @@ def rank_signal(values: pd.Series, symbols: pd.Series) -> pd.Series:
 def ends(ranking: pd.DataFrame, top: int) -> pd.DataFrame:
     """The ``top`` highest (``end`` = ``top``, accumulation) and ``top`` lowest (``bottom``,
     distribution; lowest first) ranked rows of a full ranking; a symbol appears once. Pure."""
+    attrs = dict(ranking.attrs)
+    ranking = ranking.copy(deep=False)
+    ranking.attrs = {}  # pandas deep-copies attrs on every operation: carry them past the work
     ranked = ranking.loc[ranking["rank"].notna()].sort_values("rank", kind="stable")
     high = ranked.head(top)
     low = ranked.loc[~ranked.index.isin(high.index)].tail(top).iloc[::-1]
@@ -208,36 +218,41 @@ def ends(ranking: pd.DataFrame, top: int) -> pd.DataFrame:
         part.insert(0, "end", label)
         parts.append(part)
     out = pd.concat(parts, ignore_index=True)
-    out.attrs = dict(ranking.attrs)
+    out.attrs = attrs
     return out
 
 
-def compute_scan(frame: pd.DataFrame, day: dt.date, signal: Signal,
-                 universe_symbols: Sequence[str] | None = None,
-                 min_dollar_volume: float | None = None) -> pd.DataFrame:
-    """Full ranking on ``day`` from :func:`read_scan_frame` rows (pure).
-
-    Symbols of ``universe_symbols`` without a row on ``day`` are kept with every value missing
-    and the flag ``no_row``. With ``min_dollar_volume`` the symbols whose ``close x volume``
-    is below it, or unknown, are dropped (counted in ``attrs``).
-    """
+def signal_on_day(frame: pd.DataFrame, signal: Signal) -> pd.DataFrame:
+    """``symbol``, the signal (column named after it) and ``dollar_volume`` (when read) of the
+    ``_on_day`` rows of a :func:`read_signal_frame` frame (pure; the warm-up rows only feed
+    windowed variants)."""
     if signal.variant is not None:
         values = signal.variant.compute(frame)
     else:
         values = pd.to_numeric(frame[signal.name], errors="coerce").astype(float)
     today = frame["_on_day"].to_numpy(dtype=bool)
-    rows = frame.loc[today, ["symbol", *CONTEXT_COLUMNS]].copy()
-    if signal.name in rows.columns:  # ranking by a context column: show it once, up front
-        rows = rows.drop(columns=signal.name)
-    rows.insert(1, signal.name, values.loc[today].to_numpy(dtype=float))
+    out = pd.DataFrame({"symbol": frame.loc[today, "symbol"].to_numpy(),
+                        signal.name: values.loc[today].to_numpy(dtype=float)})
+    if "dollar_volume" in frame.columns:
+        out["dollar_volume"] = frame.loc[today, "dollar_volume"].to_numpy(dtype=float)
+    return out
+
+
+def rank_day(day_values: pd.DataFrame, by: str,
+             universe_symbols: Sequence[str] | None = None,
+             min_dollar_volume: float | None = None) -> pd.DataFrame:
+    """Full ranking of one day's values (pure): ``rank, symbol, <by>`` (+ ``dollar_volume``).
+
+    Symbols of ``universe_symbols`` without a row are kept with a missing value. With
+    ``min_dollar_volume`` symbols whose dollar volume is below it, or unknown, are dropped;
+    ``attrs`` counts them (``filtered_out``, ``unknown_dollar_volume``) and lists the symbols
+    left without a value (``without_value``).
+    """
+    rows = day_values
     if universe_symbols is not None:
         missing = sorted(set(universe_symbols) - set(rows["symbol"]))
         if missing:
-            absent = pd.DataFrame({"symbol": missing, "flags": "no_row"})
-            rows = pd.concat([rows, absent], ignore_index=True)
-    rows["flags"] = rows["flags"].fillna("")
-    for text in ("otc_status", "zone"):
-        rows[text] = rows[text].astype(object).where(rows[text].notna(), None)
+            rows = pd.concat([rows, pd.DataFrame({"symbol": missing})], ignore_index=True)
     filtered_out = unknown_dollars = 0
     if min_dollar_volume is not None:
         dollars = rows["dollar_volume"].to_numpy(dtype=float)
@@ -246,17 +261,27 @@ def compute_scan(frame: pd.DataFrame, day: dt.date, signal: Signal,
         unknown_dollars, filtered_out = int(unknown.sum()), int(below.sum())
         rows = rows.loc[~(unknown | below)]
     rows = rows.reset_index(drop=True)
-    rows.insert(0, "rank", rank_signal(rows[signal.name], rows["symbol"]))
+    rows.insert(0, "rank", rank_signal(rows[by], rows["symbol"]))
     rows = rows.sort_values(["rank", "symbol"], na_position="last", kind="stable")
     rows = rows.reset_index(drop=True)
-    rows.attrs.update({
-        "date": day, "by": signal.name, "min_dollar_volume": min_dollar_volume,
-        "filtered_out": filtered_out, "unknown_dollar_volume": unknown_dollars,
-        "without_value": rows.loc[rows["rank"].isna(), "symbol"].tolist(),
-        "ranked": int(rows["rank"].notna().sum()),
-        "scale": signal.variant.scale if signal.variant is not None else "raw",
-    })
+    rows.attrs = {"filtered_out": filtered_out, "unknown_dollar_volume": unknown_dollars,
+                  "without_value": rows.loc[rows["rank"].isna(), "symbol"].tolist(),
+                  "ranked": int(rows["rank"].notna().sum())}
     return rows
+
+
+def attach_context(ranking: pd.DataFrame, context: pd.DataFrame, by: str) -> pd.DataFrame:
+    """``[end,] rank, symbol, <by>`` then :data:`CONTEXT_COLUMNS` from ``context`` (one row
+    per symbol, from :func:`read_context`); a symbol without a row gets missing values and
+    the flag ``no_row`` (pure)."""
+    keys = [c for c in ("end", "rank", "symbol") if c in ranking.columns]
+    context = context.loc[:, ["symbol", *[c for c in CONTEXT_COLUMNS if c != by]]]
+    out = ranking[[*keys, by]].merge(context, on="symbol", how="left", validate="many_to_one")
+    absent = ~out["symbol"].isin(context["symbol"])
+    out["flags"] = out["flags"].astype(object).where(~absent, "no_row").fillna("")
+    for text in ("otc_status", "zone"):
+        out[text] = out[text].astype(object).where(out[text].notna(), None)
+    return out
 
 
 def scan(
@@ -321,23 +346,33 @@ def scan(
         if not symbols:
             raise ConfigError("the ticker list is empty")
     else:
-        chosen = universe if isinstance(universe, Universe) else get_universe(
-            universe, load_universes())
+        chosen = (universe if isinstance(universe, Universe) else ALL_UNIVERSE
+                  if universe.strip().lower() == ALL else get_universe(universe, load_universes()))
         symbols = None if chosen.is_all else list(chosen.tickers)
         universe_name = chosen.name
     with _db.open_db(db_path, settings) as (conn, context):
         signal = resolve_signal(by, _db.numeric_columns(conn), formulas)
         _check_date(conn, day)
-        frame = read_scan_frame(conn, day, signal, symbols)
-    ranking = compute_scan(frame, day, signal, symbols, min_dollar_volume)
-    ranking.attrs.update(context.attrs())
-    ranking.attrs.update({"universe": universe_name, "top": top,
-                          "symbols": len(symbols) if symbols is not None
-                          else int(frame["_on_day"].sum())})
+        frame = read_signal_frame(conn, day, signal, symbols,
+                                  dollars=min_dollar_volume is not None)
+        ranking = rank_day(signal_on_day(frame, signal), signal.name, symbols,
+                           min_dollar_volume)
+        counts = ranking.attrs
+        ranking.attrs = {}  # pandas deep-copies attrs on every operation: set them at the end
+        shown = ranking if top is None else ends(ranking, int(top))
+        wanted = None if top is None and symbols is None else shown["symbol"].tolist()
+        result = attach_context(shown, read_context(conn, day, wanted), signal.name)
+    result.attrs = {**counts, **context.attrs(), "date": day.isoformat(), "by": signal.name,
+                    "universe": universe_name, "top": top,
+                    "min_dollar_volume": min_dollar_volume,
+                    "scale": signal.variant.scale if signal.variant is not None else "raw",
+                    "symbols": len(symbols) if symbols is not None
+                    else int(frame["_on_day"].sum())}
     log.debug("scan %s by %s over %s: %d ranked of %d", day, signal.name, universe_name,
-              ranking.attrs["ranked"], len(ranking))
-    return ranking if top is None else ends(ranking, int(top))
+              counts["ranked"], len(ranking))
+    return result
 
 
-__all__ = ["CONTEXT_COLUMNS", "DEFAULT_BY", "DEFAULT_TOP", "FLAGS", "Signal", "compute_scan",
-           "ends", "rank_signal", "read_scan_frame", "resolve_signal", "scan"]
+__all__ = ["CONTEXT_COLUMNS", "DEFAULT_BY", "DEFAULT_TOP", "FLAGS", "Signal", "attach_context",
+           "ends", "rank_day", "rank_signal", "read_context", "read_signal_frame",
+           "resolve_signal", "scan", "signal_on_day"]

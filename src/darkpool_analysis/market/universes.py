@@ -137,8 +137,9 @@ def parse_universes(text: str, source: str, *, required: bool = True) -> dict[st
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
-        raise DataFormatError(f"not valid TOML: {exc}", source=source,
-                              line=int(match.group(1)) if match else None) from exc
+        line = (int(match.group(1)) if match else
+                max(len(text.splitlines()), 1) if "end of document" in str(exc) else None)
+        raise DataFormatError(f"not valid TOML: {exc}", source=source, line=line) from exc
     table = document.get("universes")
     if table is None:
         if required:
