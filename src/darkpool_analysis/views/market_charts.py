@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from darkpool_analysis.views.style import COLORS, apply_axis_style
 
@@ -82,7 +83,7 @@ def plot_index(frame: pd.DataFrame, proxy: pd.Series | None = None) -> Figure:
                    alpha=0.7, label=f"{DIX_REFERENCE:.2f}")
     ax_dix.set_ylabel(r"short \$ / total \$", color=COLORS["text"])
     ax_dix.legend(fontsize=8, facecolor=COLORS["panel_bg"], labelcolor=COLORS["text"],
-                  loc="upper left", ncols=3)
+                  loc="best", ncols=3)
     n_gaps = int(gap.sum())
     _title(ax_dix, "Dark index: sum(short x close) / sum(total x close) over members with data"
            + (f"  - {n_gaps} gap session(s) shaded" if n_gaps else ""))
@@ -149,8 +150,11 @@ def plot_overlay(lines: pd.DataFrame, breadth: pd.DataFrame) -> Figure:
         ax_ratio.plot(x, ratios[symbol].to_numpy(dtype=float), color=colour, linewidth=0.9,
                       alpha=0.45)
     ax_px.axhline(100.0, color=COLORS["neutral"], linestyle="--", linewidth=0.9, alpha=0.7)
-    ax_px.set_ylabel("close, first = 100", color=COLORS["text"])
-    _title(ax_px, "Normalised prices")
+    if np.isfinite(prices.to_numpy(dtype=float)).any():
+        ax_px.set_yscale("log")  # one squeeze must not flatten every other line
+        ax_px.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax_px.set_ylabel("close, first = 100 (log)", color=COLORS["text"])
+    _title(ax_px, "Normalised prices (each name's first close in the range = 100)")
     if len(symbols) <= LEGEND_MAX:
         ax_px.legend(fontsize=8, facecolor=COLORS["panel_bg"], labelcolor=COLORS["text"],
                      loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0)
