@@ -69,7 +69,7 @@ def test_darkpool_toml_and_env_file_override_in_order(clean_env: Path,
     ('[universes.all]\ntickers = ["A"]\n', 1, "'all' is reserved"),
     ('[universes.x]\n\ntickers = ["A B"]\n', 1, "is not a ticker"),
     ('[universes.x]\ndescription = "empty"\n', 1, "no tickers and no groups"),
-    ('[other]\nx = 1\n', None, "no [universes] table"),
+    ('[other]\nx = 1\n', None, "no universes table"),
 ])
 def test_bad_universe_files_name_file_and_line(tmp_path: Path, text: str, line: int | None,
                                                needle: str) -> None:
@@ -88,6 +88,12 @@ def test_unknown_universe_lists_the_valid_names() -> None:
     with pytest.raises(ConfigError, match=r"unknown universe 'nope'.*mega_caps"):
         get_universe("nope")
     assert get_universe("MEGA_CAPS").name == "mega_caps"
+
+
+def test_dotted_keys_work_as_the_hint_says(tmp_path: Path) -> None:
+    path = tmp_path / "dotted.toml"
+    path.write_text('universes.mine.tickers = ["AAPL", "BRK.B"]\n')
+    assert load_universes(path)["mine"].tickers == ("AAPL", "BRK.B")
 
 
 def test_cli_lists_universes(clean_env: Path) -> None:

@@ -143,8 +143,9 @@ def parse_universes(text: str, source: str, *, required: bool = True) -> dict[st
     table = document.get("universes")
     if table is None:
         if required:
-            raise DataFormatError("no [universes] table", source=source,
-                                  hint='define groups as [universes.NAME] with tickers = [...]')
+            raise DataFormatError("no universes table", source=source,
+                                  hint='define groups like universes.mine.tickers = ["AAPL", '
+                                       '"BRK.B"]')
         return {}
     if not isinstance(table, dict):
         raise DataFormatError("'universes' must be a table", source=source,
@@ -281,8 +282,8 @@ def get_universe(name: str, universes: Mapping[str, Universe] | None = None) -> 
     key = name.strip().lower()
     if key not in pool:
         raise ConfigError(f"unknown universe {name!r}; valid: {', '.join(pool)}",
-                          hint=f"define it as [universes.{key}] in darkpool.toml or in the "
-                               f"file named by {UNIVERSES_ENV}")
+                          hint=f'define it in darkpool.toml or in the file named by '
+                               f'{UNIVERSES_ENV}, e.g. universes.{key}.tickers = ["AAPL"]')
     return pool[key]
 
 
