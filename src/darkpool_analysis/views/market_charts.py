@@ -106,6 +106,7 @@ def plot_index(frame: pd.DataFrame, proxy: pd.Series | None = None) -> Figure:
     else:
         ax_px.text(0.5, 0.5, f"no prices for {proxy_name} in the database", color=COLORS["text"],
                    ha="center", va="center", transform=ax_px.transAxes)
+        ax_px.set_yticks([])
         _title(ax_px, f"{proxy_name} close (not available)")
     for ax in (ax_dix, ax_z, ax_px):
         _date_axis(ax, dates)
