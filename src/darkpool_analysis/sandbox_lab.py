@@ -34,9 +34,9 @@ from darkpool_analysis.signals import (
     check_window,
     compute_variants,
     get_variant,
+    median_mad_bands,
 )
 from darkpool_analysis.store import connect_readonly, table_exists
-from darkpool_analysis.views.variant_panels import median_mad_bands
 
 log = logging.getLogger(__name__)
 

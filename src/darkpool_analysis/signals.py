@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 from darkpool_analysis.config import Settings
 from darkpool_analysis.errors import ConfigError, DataFormatError
@@ -174,6 +175,37 @@ def rolling_z(wide: np.ndarray, window: int, min_periods: int, *,
     std = rolling.std(ddof=0)
     z = (frame - rolling.mean()) / std.where(std > 0)
     return z.to_numpy()
+
+
+def median_mad_bands(values: pd.Series, window: int = 20, k: float = 2.0) -> pd.DataFrame:
+    """Rolling median and median +- k * MAD from the PREVIOUS ``window`` values only.
+
+    The band at t never contains x_t (point in time: values t-window .. t-1), so a value can be
+    compared with its own band without look-ahead. NaN until a full window of finite values
+    exists. Returns ``median``, ``upper`` and ``lower`` on ``values``' index.
+
+    Examples
+    --------
+    >>> bands = median_mad_bands(pd.Series([1.0, 2, 3, 4, 100.0]), window=3, k=1.0)
+    >>> bands["median"].tolist()[3:], bands["upper"].iloc[3]
+    ([2.0, 3.0], 3.0)
+    """
+    series = pd.to_numeric(values, errors="coerce").astype(float)
+    past = series.shift(1).to_numpy()
+    median = np.full(len(series), np.nan)
+    mad = np.full(len(series), np.nan)
+    if len(series) >= window:
+        windows = sliding_window_view(past, window)  # row i = past[i : i + window]
+        full = np.isfinite(windows).all(axis=1)
+        med = np.full(len(windows), np.nan)
+        dev = np.full(len(windows), np.nan)
+        if full.any():
+            med[full] = np.median(windows[full], axis=1)
+            dev[full] = np.median(np.abs(windows[full] - med[full, None]), axis=1)
+        median[window - 1:] = med
+        mad[window - 1:] = dev
+    return pd.DataFrame({"median": median, "upper": median + k * mad,
+                         "lower": median - k * mad}, index=series.index)
 
 
 # -- the registry ---------------------------------------------------------------------------

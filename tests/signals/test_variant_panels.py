@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from darkpool_analysis.signals import median_mad_bands
 from darkpool_analysis.views.variant_panels import (
     consensus_counts,
     draw_consensus_price,
     draw_median_mad_bands,
     draw_signal_heatmap,
     draw_signal_histogram,
-    median_mad_bands,
 )
 
 DATES = pd.bdate_range("2024-01-01", periods=30)
@@ -46,6 +46,16 @@ def test_mad_bands_use_only_past_values() -> None:
     assert bands["median"].iloc[3] == 2.0  # median of 1, 2, 3
     assert bands["upper"].iloc[3] == 3.0  # MAD of 1, 2, 3 is 1
     assert bands["median"].iloc[4] == 3.0  # 100 (today) is not in its own band
+
+
+def test_mad_bands_live_with_the_signal_computations() -> None:
+    """Views only draw: the bands are a signal computation (issue 14 layout move)."""
+    from darkpool_analysis import sandbox_lab
+    from darkpool_analysis.views import variant_panels
+
+    assert median_mad_bands.__module__ == "darkpool_analysis.signals"
+    assert "median_mad_bands" not in variant_panels.__all__
+    assert sandbox_lab.median_mad_bands is median_mad_bands
 
 
 @pytest.mark.parametrize("panel", ["price", "heatmap", "histogram", "bands"])

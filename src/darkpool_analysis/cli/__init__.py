@@ -11,6 +11,7 @@ from darkpool_analysis.cli import (  # noqa: F401
     ingest_otc,
     ingest_prices,
     ingest_trades,
+    market_cmd,
     run_cmd,
     sandbox_cmd,
     web_cmd,

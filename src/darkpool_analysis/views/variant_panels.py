@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import LinearSegmentedColormap
-from numpy.lib.stride_tricks import sliding_window_view
 
+from darkpool_analysis.signals import median_mad_bands
 from darkpool_analysis.views.style import COLORS, apply_axis_style
 
 SCORE_CMAP = LinearSegmentedColormap.from_list(
@@ -104,27 +104,6 @@ def draw_signal_histogram(ax: Axes, values: pd.Series, *, buy: float = 1.1,
     return ax
 
 
-def median_mad_bands(values: pd.Series, window: int = 20, k: float = 2.0) -> pd.DataFrame:
-    """Rolling median and median +- k * MAD from the PREVIOUS ``window`` values only (the band
-    at t never contains x_t). NaN until a full window exists."""
-    series = pd.to_numeric(values, errors="coerce").astype(float)
-    past = series.shift(1).to_numpy()
-    median = np.full(len(series), np.nan)
-    mad = np.full(len(series), np.nan)
-    if len(series) >= window:
-        windows = sliding_window_view(past, window)  # row i = past[i : i + window]
-        full = np.isfinite(windows).all(axis=1)
-        med = np.full(len(windows), np.nan)
-        dev = np.full(len(windows), np.nan)
-        if full.any():
-            med[full] = np.median(windows[full], axis=1)
-            dev[full] = np.median(np.abs(windows[full] - med[full, None]), axis=1)
-        median[window - 1:] = med
-        mad[window - 1:] = dev
-    return pd.DataFrame({"median": median, "upper": median + k * mad,
-                         "lower": median - k * mad}, index=series.index)
-
-
 def draw_median_mad_bands(ax: Axes, values: pd.Series, *, window: int = 20,
                           k: float = 2.0) -> Axes:
     """A signal with its past-only median and median +- k * MAD bands."""
@@ -142,4 +121,4 @@ def draw_median_mad_bands(ax: Axes, values: pd.Series, *, window: int = 20,
 
 
 __all__ = ["consensus_counts", "draw_consensus_price", "draw_median_mad_bands",
-           "draw_signal_heatmap", "draw_signal_histogram", "median_mad_bands"]
+           "draw_signal_heatmap", "draw_signal_histogram"]
