@@ -84,3 +84,15 @@ def test_secret_is_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ConfigError) as info:
         load_config(polygon_api_key=["not", "a", "string"])
     assert "not" not in str(info.value).split("POLYGON_API_KEY")[-1][:30]
+
+
+def test_cli_errors_print_brackets_literally(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message naming ``[section]`` or a path with brackets is not Rich markup."""
+    from typer.testing import CliRunner
+
+    from darkpool_analysis.cli import app
+
+    monkeypatch.setenv("DARKPOOL_SHORT_Z_WINDOW", "[bold]x")
+    result = CliRunner().invoke(app, ["db", "info"])
+    assert result.exit_code == 1
+    assert "[bold]x" in result.output

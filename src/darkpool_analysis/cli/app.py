@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import DarkpoolError
@@ -115,9 +116,10 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except DarkpoolError as exc:
             if _state["verbose"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            # Messages name user input (paths, TOML sections like [universes.x]): never markup.
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+                err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
             raise typer.Exit(code=1) from exc
 
     return wrapper
