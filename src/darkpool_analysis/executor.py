@@ -230,6 +230,19 @@ def parallelism(executor: Executor) -> int:
     return default_workers()
 
 
+@contextlib.contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """Keep Dask's INFO chatter (workers starting and closing) out of our output."""
+    logger = logging.getLogger("distributed")
+    before = logger.level
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def _import_distributed() -> Any:
     try:
         import distributed
@@ -267,6 +280,7 @@ def make_executor(spec: str | ExecutorSpec, *, retries: int = DEFAULT_RETRIES
         return
     distributed = _import_distributed()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_quiet_distributed())
         if parsed.kind == "dask-local":
             workers = parsed.workers or default_workers()
             cluster = stack.enter_context(distributed.LocalCluster(
