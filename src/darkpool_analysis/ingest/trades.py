@@ -490,11 +490,11 @@ def run_day_task(task: DayTask) -> DayResult:
     with tempfile.TemporaryDirectory(prefix=f"darkpool-{task.day}-") as scratch_name:
         scratch = Path(scratch_name)
         try:
-            trades, trades_sha = fetch(task.files.trades, scratch)
+            trades, trades_sha = fetch(task.files.trades, scratch / "trades")
             inputs = {"trades": {"name": Path(task.files.trades).name, "sha256": trades_sha}}
             quotes = None
             if task.files.quotes is not None:
-                quotes, quotes_sha = fetch(task.files.quotes, scratch)
+                quotes, quotes_sha = fetch(task.files.quotes, scratch / "quotes")
                 inputs["quotes"] = {"name": Path(task.files.quotes).name, "sha256": quotes_sha}
         except OSError as exc:
             return DayResult(task.day, "failed", error=f"{task.files.trades}: cannot read the "
@@ -708,6 +708,10 @@ def ingest_day_files(
         except KeyboardInterrupt:
             summary.interrupted = True
             raise
+    summary.unchanged.sort()
+    summary.missing.sort()
+    summary.days_written.sort()
+    summary.results.sort(key=lambda r: r.day)
     return summary
 
 

@@ -125,10 +125,12 @@ def file_size(path: str) -> int:
 
 
 def fetch(path: str, scratch: Path) -> tuple[Path, str]:
-    """A local copy of ``path`` (itself when local) and its sha256 (hashed while copying)."""
+    """A local copy of ``path`` (itself when local) in ``scratch`` and its sha256 (hashed
+    while copying). Give each file its own ``scratch``: day files share names."""
     if not is_url(path):
         return Path(path), file_sha256(Path(path))
     fs, inner = _fs(path)
+    scratch.mkdir(parents=True, exist_ok=True)
     target = scratch / Path(inner).name
     digest = hashlib.sha256()
     with fs.open(inner, "rb") as source, open(target, "wb") as sink:
