@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -134,7 +135,8 @@ class ResilientProcessPool(Executor):
     ``BrokenProcessPool`` for every task in flight. Here the broken pool is replaced by a
     fresh one and every task it failed is submitted again, each at most ``retries`` times
     (``retried`` counts the re-runs). Workers are started with ``spawn``: each sees the
-    parent's environment at the time the pool starts, and no thread state is forked.
+    parent's environment at the time the pool starts, and no thread state is forked. They
+    ignore SIGINT: Ctrl-C is the parent's to handle (it cancels the tasks not started).
     """
 
     def __init__(self, workers: int, *, retries: int = DEFAULT_RETRIES) -> None:
@@ -151,7 +153,8 @@ class ResilientProcessPool(Executor):
         self._shutdown = False
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=self._context)
+        return ProcessPoolExecutor(self.workers, mp_context=self._context,
+                                   initializer=_ignore_sigint)
 
     def _replace_pool(self, generation: int) -> None:
         """Swap in a fresh pool unless another failed task already did since ``generation``."""
@@ -211,6 +214,12 @@ class ResilientProcessPool(Executor):
             pools = [*self._retired, self._pool]
         for pool in pools:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _ignore_sigint() -> None:
+    """Worker processes leave Ctrl-C to the parent, which cancels what has not started
+    (a terminal sends SIGINT to the whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _cancel(future: Future[Any]) -> None:
