@@ -292,3 +292,19 @@ def test_real_taq_day_on_every_executor_equals_the_per_ticker_reader(
     pd.testing.assert_frame_equal(got, expected)
     assert int(got[["buy_trades", "sell_trades", "unclassified_trades"]].sum(axis=1)[0]) \
         == 13550
+
+
+def test_whole_market_reader_equals_the_per_ticker_flatfile_reader(flat_root: Path,
+                                                                   tmp_path: Path) -> None:
+    """The day-file reader (lookups per distinct ticker and condition list) keeps and signs
+    exactly the trades the per-ticker ``--source flatfile`` reader does."""
+    settings = load_config()
+    tickers = ["A", "B", "K", "AD"]
+    with open_writer(tmp_path / "legacy.duckdb") as writer:
+        ingest_trades(writer, settings, source="flatfile", start=START, end=END,
+                      tickers=tickers, path=flat_root, build=False)
+    run_ingest(tmp_path / "days.duckdb", flat_root, work_dir=tmp_path / "w", tickers=tickers)
+    got = lit_rows(tmp_path / "days.duckdb").drop(columns=["source"])
+    expected = lit_rows(tmp_path / "legacy.duckdb").drop(columns=["source"])
+    assert len(got) == len(tickers) * len(DAYS)
+    pd.testing.assert_frame_equal(got, expected)

@@ -36,15 +36,14 @@ import duckdb
 from darkpool_analysis.config import Settings
 from darkpool_analysis.errors import ConfigError, DataFormatError
 from darkpool_analysis.sources.trades import (
-    FLAT_QUOTE_COLUMNS,
-    FLAT_TRADE_COLUMNS,
+    POLYGON_TRF_EXCHANGE,
     DaySource,
     TaqReader,
     TradeReader,
     TradeSourceName,
-    define_polygon_quotes,
-    define_polygon_trades,
+    _polygon_conditions_ok,  # the same condition rule as every Polygon reader
     file_sha256,
+    normalised_symbol_sql,
 )
 
 DayFileSource = Literal["polygon-flat", "taq"]
@@ -225,12 +224,35 @@ def _require_columns(con: duckdb.DuckDBPyConnection, scan: str, source: str,
                               field=missing[0])
 
 
+#: Column types of a Polygon flat-file trades file as read here (the rest are not read).
+FLAT_TRADE_TYPES = {"ticker": "VARCHAR", "conditions": "VARCHAR", "correction": "VARCHAR",
+                    "exchange": "VARCHAR", "price": "DOUBLE", "sequence_number": "BIGINT",
+                    "sip_timestamp": "BIGINT", "size": "DOUBLE", "trf_id": "VARCHAR"}
+FLAT_QUOTE_TYPES = {"ticker": "VARCHAR", "ask_price": "DOUBLE", "bid_price": "DOUBLE",
+                    "sequence_number": "BIGINT", "sip_timestamp": "BIGINT"}
+
+
+def _typed_scan(con: duckdb.DuckDBPyConnection, path: Path, types: dict[str, str],
+                location: str, what: str) -> str:
+    """``SELECT`` of just the ``types`` columns of a CSV, parsed as those types."""
+    _require_columns(con, _csv_text(path), location, tuple(types), what)
+    quoted = str(path).replace("'", "''")
+    spec = ", ".join(f"'{k}': '{v}'" for k, v in types.items())
+    names = ", ".join(f'"{k}"' for k in types)
+    return f"(SELECT {names} FROM read_csv('{quoted}', header = true, types = {{{spec}}}))"
+
+
 @dataclass
 class PolygonDayReader:
     """``raw_trades``/``raw_quotes`` over one session's Polygon flat files (every ticker).
 
-    ``location`` and ``sha256`` describe the original day file (a bucket of it reads the
-    same way). ``name`` is the reader kind :func:`load_day` expects (absolute timestamps).
+    Same columns and meaning as :func:`~darkpool_analysis.sources.trades.define_polygon_trades`
+    and ``define_polygon_quotes``, but the per-row regular expressions (symbol spelling,
+    condition lists) run once per *distinct* ticker and condition list: a whole-market day
+    has millions of rows and only thousands of tickers and dozens of condition lists. The
+    files are read once, into temporary tables, only the needed columns, parsed as numbers
+    while reading (a bad number is a read error naming the line). ``location`` and
+    ``sha256`` describe the original day file (a bucket of it reads the same way).
     """
 
     trades: Path
@@ -241,15 +263,49 @@ class PolygonDayReader:
 
     def open_day(self, con: duckdb.DuckDBPyConnection, day: dt.date,
                  symbols: Sequence[str], settings: Settings) -> DaySource:
-        scan = _csv_text(self.trades)
-        _require_columns(con, scan, self.location, FLAT_TRADE_COLUMNS,
-                         "Polygon flat-file trades")
-        define_polygon_trades(con, scan, day)
+        scan = _typed_scan(con, self.trades, FLAT_TRADE_TYPES, self.location,
+                           "Polygon flat-file trades")
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _flat_trades AS SELECT * FROM {scan}")
+        except duckdb.Error as exc:
+            raise DataFormatError(f"cannot read the trades: {exc}", source=self.location,
+                                  hint="each row needs numeric price, size, sip_timestamp "
+                                       "and sequence_number") from exc
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _flat_symbols AS
+            SELECT ticker, {normalised_symbol_sql('ticker')} AS symbol
+            FROM (SELECT DISTINCT ticker FROM _flat_trades)""")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _flat_conditions AS
+            SELECT conditions, {_polygon_conditions_ok('conditions')} AS cond_ok
+            FROM (SELECT DISTINCT conditions FROM _flat_trades)""")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP VIEW raw_trades AS
+            SELECT s.symbol, DATE '{day.isoformat()}' AS date, t.sip_timestamp AS ts,
+                   t.price, t.size, t.exchange,
+                   (TRY_CAST(t.exchange AS BIGINT) = {POLYGON_TRF_EXCHANGE}
+                    OR coalesce(t.trf_id, '') NOT IN ('', '0')) AS is_trf,
+                   coalesce(t.correction, '') NOT IN ('', '0') AS is_correction,
+                   c.cond_ok, t.sequence_number AS seq
+            FROM _flat_trades t JOIN _flat_symbols s USING (ticker)
+            JOIN _flat_conditions c ON c.conditions IS NOT DISTINCT FROM t.conditions""")
         if self.quotes is not None:
-            qscan = _csv_text(self.quotes)
-            _require_columns(con, qscan, str(self.quotes), FLAT_QUOTE_COLUMNS,
-                             "Polygon flat-file quotes")
-            define_polygon_quotes(con, qscan, day)
+            qscan = _typed_scan(con, self.quotes, FLAT_QUOTE_TYPES, str(self.quotes),
+                                "Polygon flat-file quotes")
+            try:
+                # Quotes of tickers without trades are never used: dropped while reading.
+                con.execute(f"""
+                    CREATE OR REPLACE TEMP TABLE _flat_quotes AS
+                    SELECT s.symbol, q.sip_timestamp AS ts, q.bid_price AS bid,
+                           q.ask_price AS ask, q.sequence_number AS seq
+                    FROM {qscan} q JOIN _flat_symbols s USING (ticker)""")
+            except duckdb.Error as exc:
+                raise DataFormatError(f"cannot read the quotes: {exc}",
+                                      source=str(self.quotes)) from exc
+            con.execute(f"""
+                CREATE OR REPLACE TEMP VIEW raw_quotes AS
+                SELECT symbol, DATE '{day.isoformat()}' AS date, ts, bid, ask,
+                       NULL::VARCHAR AS exchange, TRUE AS cond_ok, seq FROM _flat_quotes""")
         return DaySource(location=self.location, sha256=self.sha256,
                          has_quotes=self.quotes is not None)
 
