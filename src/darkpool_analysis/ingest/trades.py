@@ -777,5 +777,5 @@ def _store_batch(writer: Writer, source: DayFileSource, results: Sequence[DayRes
                                 sha256=r.key, message=message))
     if not tables and not entries:
         return 0
-    return writer.replace_partitions(TABLE, keys if len(results) else keys.iloc[0:0], tables,
-                                     sources=sources, log_entries=entries)
+    return writer.replace_partitions(TABLE, keys, tables, sources=sources,
+                                     log_entries=entries)
