@@ -25,7 +25,7 @@ from pathlib import Path
 
 from darkpool_analysis.config import load_config
 from darkpool_analysis.executor import make_executor
-from darkpool_analysis.ingest.trades import DayIngestSummary, ingest_day_files
+from darkpool_analysis.ingest.trades import DEFAULT_CHUNK_MB, DayIngestSummary, ingest_day_files
 from darkpool_analysis.sources.flatfiles import locate_day, write_synthetic_polygon_day
 from darkpool_analysis.store import open_writer
 from darkpool_analysis.trading_calendar import sessions_between
@@ -53,8 +53,8 @@ def generate(cache: Path, days: list[dt.date], trades: int, quotes: int, symbols
     return total
 
 
-def run(spec: str, cache: Path, days: list[dt.date], scratch: Path) -> tuple[float,
-                                                                             DayIngestSummary]:
+def run(spec: str, cache: Path, days: list[dt.date], scratch: Path,
+        chunk_mb: float = DEFAULT_CHUNK_MB) -> tuple[float, DayIngestSummary]:
     """Ingest every session on ``spec`` into a fresh database; (seconds, summary)."""
     home = Path(tempfile.mkdtemp(prefix=f"run-{spec.replace(':', '_')}-", dir=scratch))
     settings = load_config().model_copy(update={"db_path": home / "db.duckdb"})
@@ -64,7 +64,8 @@ def run(spec: str, cache: Path, days: list[dt.date], scratch: Path) -> tuple[flo
             with open_writer(home / "db.duckdb") as writer:
                 summary = ingest_day_files(writer, settings, source="polygon-flat",
                                            path=cache, start=days[0], end=days[-1],
-                                           executor=executor, work_dir=home / "work")
+                                           executor=executor, work_dir=home / "work",
+                                           chunk_mb=chunk_mb)
             seconds = time.perf_counter() - started
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -83,6 +84,8 @@ def main() -> None:
     parser.add_argument("--executors", default="serial,local:2,dask-local:2")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) /
                         "darkpool-scale-bench")
+    parser.add_argument("--chunk-mb", type=float, default=DEFAULT_CHUNK_MB,
+                        help="symbol-bucket size (compressed MB): the memory bound per task")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     cache = args.cache / f"{args.days}d_{args.trades}t_{args.quotes}q_{args.symbols}s"
@@ -97,7 +100,7 @@ def main() -> None:
     try:
         for round_ in range(1, args.repeat + 1):
             for spec in specs:
-                seconds, summary = run(spec, cache, days, scratch)
+                seconds, summary = run(spec, cache, days, scratch, args.chunk_mb)
                 loads.append(os.getloadavg())
                 print(f"  round {round_} {spec:>13}: {seconds:7.1f}s  load "
                       f"{loads[-1][0]:.1f}", flush=True)
@@ -109,6 +112,8 @@ def main() -> None:
     print(f"\ninput {input_bytes / 1e6:,.0f} MB gzip CSV ({input_bytes / len(days) / 1e6:,.1f} "
           f"MB a session); load average 1/5/15 min before {loads[0][0]:.1f}/{loads[0][1]:.1f}/"
           f"{loads[0][2]:.1f}, after {loads[-1][0]:.1f}/{loads[-1][1]:.1f}/{loads[-1][2]:.1f}")
+    print(f"symbol buckets per session: {max(r.buckets for r in best[specs[0]][1].results)} "
+          f"(--chunk-mb {args.chunk_mb:g})")
     header = (f"{'executor':>13} {'wall s':>8} {'days/min':>9} {'trades/s':>11} "
               f"{'vs ' + specs[0]:>10} {'task s/day':>11} {'peak RSS/worker MB':>19}")
     print(header)
@@ -118,7 +123,8 @@ def main() -> None:
         tasks = [r.seconds for r in summary.results]
         trades = summary.counts.trades
         peak = max(r.peak_rss_mb for r in summary.results)
-        figures[spec] = {"seconds": seconds, "days_per_min": len(days) / seconds * 60,
+        figures[spec] = {"seconds": seconds, "chunk_mb": args.chunk_mb,
+                         "days_per_min": len(days) / seconds * 60,
                          "trades_per_s": trades / seconds, "speedup": baseline / seconds,
                          "task_seconds_median": statistics.median(tasks),
                          "task_seconds_mean": statistics.fmean(tasks),
