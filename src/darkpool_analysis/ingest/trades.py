@@ -424,6 +424,7 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
     buckets = bucket_count(total, task.chunk_bytes)
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")  # the CLI shows the day bar
         if task.threads is not None:
             con.execute(f"SET threads = {int(task.threads)}")
         if buckets == 1:
