@@ -397,6 +397,15 @@ def _stored_result(paths: dict[str, Path], key_sha: str) -> tuple[pa.Table, dict
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` on Linux (``ru_maxrss`` is
+    carried across fork + exec, so a spawned worker would report its parent's peak)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
