@@ -332,6 +332,7 @@ class DayResult:
     seconds: float = 0.0
     buckets: int = 1
     peak_rss_mb: float = 0.0       # the worker process's peak RSS so far
+    cpu_seconds: float = 0.0       # CPU time of the task's process (all its threads)
 
     @property
     def key(self) -> str | None:
@@ -495,6 +496,7 @@ def run_day_task(task: DayTask) -> DayResult:
     naming the file, so one bad day never fails the others. Runs in the worker process.
     """
     started = time.perf_counter()
+    cpu_started = time.process_time()
     paths = task_paths(task)
     paths["dir"].mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"darkpool-{task.day}-") as scratch_name:
@@ -544,7 +546,8 @@ def run_day_task(task: DayTask) -> DayResult:
     status: DayStatus = "done" if table.num_rows else "missing"
     return DayResult(task.day, status, table, manifest, trades=n_trades, retried=retried,
                      seconds=time.perf_counter() - started, buckets=buckets,
-                     peak_rss_mb=_peak_rss_mb())
+                     peak_rss_mb=_peak_rss_mb(),
+                     cpu_seconds=time.process_time() - cpu_started)
 
 
 @dataclass
@@ -701,7 +704,8 @@ def ingest_day_files(
                 batch.append(result)
         summary.results.append(DayResult(result.day, result.status, None, result.manifest,
                                          result.error, result.trades, result.retried,
-                                         result.seconds, result.buckets, result.peak_rss_mb))
+                                         result.seconds, result.buckets, result.peak_rss_mb,
+                                         result.cpu_seconds))
         if progress is not None:
             progress(counts)
         if len(batch) >= batch_days:
