@@ -335,12 +335,12 @@ def test_sigkill_during_a_build_leaves_the_last_generation_readable(tmp_path: Pa
 
 _NOTEBOOK = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import duckdb
-    db, seconds = sys.argv[1], float(sys.argv[2])
+    db, stop = sys.argv[1], sys.argv[2]
     conn = duckdb.connect(db)  # exactly the seed notebook's connect: read-write, held open
-    reads, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    reads, deadline = 0, time.monotonic() + 600
+    while not os.path.exists(stop) and time.monotonic() < deadline:
         conn.execute("SELECT count(*) FROM daily_metrics").fetchone()
         reads += 1
         time.sleep(0.05)
@@ -364,7 +364,8 @@ def test_a_notebook_connection_locks_nobody_out(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     script = tmp_path / "notebook.py"
     script.write_text(_NOTEBOOK)
-    notebook = subprocess.Popen([sys.executable, str(script), str(db), "25"], env=env,
+    stop = tmp_path / "stop"
+    notebook = subprocess.Popen([sys.executable, str(script), str(db), str(stop)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
     write_cnms_files(files, days[-5:], 40, drop=0.0, seed=8)
@@ -372,8 +373,8 @@ def test_a_notebook_connection_locks_nobody_out(tmp_path: Path) -> None:
         ["sandbox", "S0001", "--start", str(days[20]), "--end", str(days[-6]), "--out",
          str(tmp_path / "chart.png")],
         ["db", "info"],
-        ["evaluate", "--start", str(days[0]), "--end", str(days[-6]), "--out",
-         str(tmp_path / "eval")],
+        ["evaluate", "--universe", "all", "--start", str(days[0]), "--end", str(days[-6]),
+         "--out", str(tmp_path / "eval")],
         ["ingest", "finra-short", "--from-dir", str(files), "--start", str(days[-5]),
          "--end", str(days[-1])],
         ["sandbox", "S0002", "--start", str(days[20]), "--end", str(days[-1]), "--out",
@@ -387,6 +388,7 @@ def test_a_notebook_connection_locks_nobody_out(tmp_path: Path) -> None:
             assert "lock" not in result.stderr.lower(), (command, result.stderr)
         assert notebook.poll() is None, "the notebook must still hold its connection"
     finally:
+        stop.touch()
         out, err = notebook.communicate(timeout=120)
     assert notebook.returncode == 0, err
     assert "notebook done" in out
