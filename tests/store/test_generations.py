@@ -394,3 +394,32 @@ def test_a_notebook_connection_locks_nobody_out(tmp_path: Path) -> None:
     assert "notebook done" in out
     latest = read_frame(db, "SELECT max(date) AS d FROM daily_metrics")["d"].item()
     assert pd.Timestamp(latest).date() == days[-1]
+
+
+def test_db_info_shows_generations_and_db_compact_reclaims(db_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from darkpool_analysis.cli import app
+
+    days = sessions_between("2021-01-04", "2021-12-31")
+    with open_writer(db_path, publish_interval=0.0) as writer:  # default grace: files kept
+        _ingest_days(writer, days[:60], 6)
+        for k in range(60, 75):
+            _ingest_days(writer, days[k:k + 1], 6, seed=k)
+            writer.publish()
+    runner = CliRunner()
+    info = runner.invoke(app, ["db", "info"])
+    assert info.exit_code == 0, info.output
+    assert "storage" in info.output and "reclaimable" in info.output
+    assert "Published segments" in info.output
+    held = describe_storage(db_path)
+    assert held is not None and held["reclaimable_bytes"] > 0  # older generations' files
+
+    result = runner.invoke(app, ["db", "compact", "--full", "--now"])
+    assert result.exit_code == 0, result.output
+    after = describe_storage(db_path)
+    assert after is not None
+    assert after["data_bytes"] < held["data_bytes"]
+    for table in after["tables"].itertuples():
+        assert table.segments <= 1, table
+    assert_published_equals_master(db_path)
