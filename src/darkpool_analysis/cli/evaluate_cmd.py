@@ -57,6 +57,11 @@ def evaluate(
     seed: int = typer.Option(20240101, "--seed", help="Placebo shuffle seed."),
     warmup: int = typer.Option(260, "--warmup", min=0, max=2520,
                                help="Sessions loaded before --start for rolling windows."),
+    cost_bps: float = typer.Option(5.0, "--cost-bps", min=0.0, max=1000.0,
+                                   help="Trading cost per side in basis points."),
+    cost_model: str = typer.Option(
+        "fixed", "--cost-model", help="fixed (--cost-bps only) or chl (plus half the name's "
+                                      "close-high-low spread estimate, Abdi & Ranaldo 2017)."),
 ) -> None:
     """Evaluate signal variants: IC, quantiles, events, backtests, walk-forward."""
     from darkpool_analysis.evaluation.runner import run_evaluation
@@ -73,7 +78,7 @@ def evaluate(
             universe=universe, start=start, end=end, horizons=horizons, quantiles=quantiles,
             exits=exits, thresholds=thresholds, walk=walk, train=train, test=test, out=out,
             save=save, otc_alignment=otc_alignment, placebo=placebo, seed=seed,
-            warmup=warmup, on_grid=on_grid)
+            warmup=warmup, cost_bps=cost_bps, cost_model=cost_model, on_grid=on_grid)
     for table in outcome.tables:
         console.print(table)
     if outcome.walk_summary:

@@ -184,17 +184,19 @@ def rich_summary(result: EvaluationResult, grid: pd.DataFrame | None = None) -> 
                       f"{row.p_value:.3f}", f"{row.ir:+.3f}", f"{row.spread_demeaned:+.4%}")
     tables = [table]
     if grid is not None and not grid.empty:
-        best = grid.sort_values("sharpe_daily_annualised", ascending=False).head(10)
-        bt = Table(title="Event backtests (top 10 by daily Sharpe)")
-        for column in ("variant", "buy", "sell", "exit", "trades", "win", "PF", "Sharpe",
-                       "max DD"):
+        best = grid.sort_values("net_sharpe_daily_annualised", ascending=False).head(10)
+        bt = Table(title="IN-SAMPLE event backtests (top 10 by net daily Sharpe; chosen on the "
+                         "data they are shown on, see the report for out-of-sample)")
+        for column in ("variant", "buy", "sell", "exit", "trades", "win (net)", "PF (net)",
+                       "Sharpe gross", "Sharpe net", "max DD (net)"):
             bt.add_column(column, justify="left" if column in ("variant", "exit") else "right",
                           overflow="fold")
         for row in best.itertuples(index=False):
             bt.add_row(str(row.variant), f"{row.buy:g}",
                        "" if pd.isna(row.sell) else f"{row.sell:g}", str(row.exit),
-                       f"{row.trades:.0f}", f"{row.win_rate:.1%}", f"{row.profit_factor:.2f}",
-                       f"{row.sharpe_daily_annualised:.2f}", f"{row.max_drawdown:.1%}")
+                       f"{row.trades:.0f}", f"{row.net_win_rate:.1%}",
+                       f"{row.net_profit_factor:.2f}", f"{row.sharpe_daily_annualised:.2f}",
+                       f"{row.net_sharpe_daily_annualised:.2f}", f"{row.net_max_drawdown:.1%}")
         tables.append(bt)
     return tables
 
@@ -237,7 +239,7 @@ def render_html(result: EvaluationResult, *, horizons: tuple[int, ...],
     if grid is not None and not grid.empty:
         parts += ["<h2>Event backtests</h2>",
                   f"<img alt='equity' src='data:image/png;base64,{images[3]}'/>",
-                  _html_table(grid.sort_values("sharpe_daily_annualised", ascending=False))]
+                  _html_table(grid.sort_values("net_sharpe_daily_annualised", ascending=False))]
     if walk is not None and not walk.empty:
         parts += ["<h2>Walk-forward: in-sample vs out-of-sample</h2>", _html_table(walk)]
     params = pd.DataFrame({"parameter": list(parameters),

@@ -29,6 +29,7 @@ from darkpool_analysis.evaluation.backtest import (
     parse_exits,
     run_grid,
 )
+from darkpool_analysis.evaluation.costs import DEFAULT_COST_BPS, side_costs
 from darkpool_analysis.evaluation.ic import evaluate_panel
 from darkpool_analysis.evaluation.report import all_numbers, rich_summary, write_outputs
 from darkpool_analysis.evaluation.returns import build_panel, check_horizons
@@ -185,6 +186,8 @@ def run_evaluation(
     placebo: bool = True,
     seed: int = 20240101,
     warmup: int = 260,
+    cost_bps: float = DEFAULT_COST_BPS,
+    cost_model: str = "fixed",
     on_grid: Callable[[int], Callable[[], None]] | None = None,
 ) -> EvaluationOutcome:
     """Evaluate signal variants against forward returns; see ``darkpool evaluate --help``.
@@ -214,8 +217,10 @@ def run_evaluation(
     params = {v.name: {"weights": weights} for v in chosen if "weights" in v.defaults}
     panel = build_panel(frame, chosen, start=pd.Timestamp(first), end=pd.Timestamp(last),
                         params=params, otc_alignment=otc_alignment)
+    side_cost = side_costs(panel.shape, cost_bps=cost_bps, model=cost_model,
+                           high=panel.high, low=panel.low, close=panel.close)
     result = evaluate_panel(panel, horizon_list, quantiles=quantiles, placebo=placebo,
-                            seed=seed)
+                            seed=seed, side_cost=side_cost)
 
     grid_levels = parse_thresholds(thresholds)
     unknown = sorted(set(grid_levels) - {v.name for v in chosen})
@@ -228,12 +233,12 @@ def run_evaluation(
     rules = parse_exits(exits)
     if rules and tradable:
         engine = BacktestEngine(panel.dates, panel.symbols, panel.open, panel.close,
-                                panel.in_window)
+                                panel.in_window, side_cost=side_cost)
         points = grid_points({k: (b if b is not None else grid_levels[k][0][0], s, n)
                               for k, (b, s, n) in tradable.items()}, grid_levels, rules)
         neutrals = {v.name: v.neutral for v in chosen}
         advance = on_grid(len(points)) if on_grid is not None else None
-        grid = run_grid(engine, panel.signals, neutrals, points, progress=advance)
+        grid = run_grid(engine, panel.signals, neutrals, points, progress=advance).table
         for name in tradable:
             first_point = next((p for p in points if p.variant == name), None)
             if first_point is not None:
@@ -250,7 +255,8 @@ def run_evaluation(
                       if buy is not None]
         try:
             walk_table = walk_forward(panel, candidates, horizon=horizon_list[0],
-                                      train_sessions=train, test_sessions=test)
+                                      train_sessions=train, test_sessions=test,
+                                      side_cost=side_cost)
         except NoDataError as exc:
             log.warning("walk-forward skipped: %s", exc.message)
 
@@ -263,6 +269,7 @@ def run_evaluation(
         "thresholds": thresholds, "otc_alignment": otc_alignment, "label": result.label,
         "placebo_seed": seed, "warmup": warmup, "weights": weights.__dict__,
         "train_sessions": train, "test_sessions": test, "code_version": __version__,
+        "cost_bps_per_side": cost_bps, "cost_model": cost_model,
     }
     out_dir = out or settings.output_dir / "evaluation" / run_id
     paths = write_outputs(out_dir, result, panel, horizons=horizon_list, quantiles=quantiles,
