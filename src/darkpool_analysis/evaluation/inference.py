@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -84,16 +85,19 @@ def bootstrap_mean_ci(values: np.ndarray, *, block: int, reps: int = 1000, seed:
         return out
     sub = data[:, usable]
     bootstrap = CircularBlockBootstrap(max(1, min(block, len(sub) - 1)), sub, seed=seed)
-
-    def column_means(x: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore"):
-            return np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
-
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN resample of a sparse column
-        draws = bootstrap.apply(column_means, reps)
+    # the resampled row indices come from arch (the same draws as ``bootstrap.apply``); the
+    # means of all columns and replications are then one vectorised gather
+    index = np.stack([bootstrap.update_indices() for _ in range(reps)])
+    finite = np.isfinite(sub)
+    filled = np.where(finite, sub, 0.0)
+    draws = np.empty((reps, sub.shape[1]))
+    step = max(1, 2_000_000 // max(sub.size, 1))
+    for lo in range(0, reps, step):
+        rows = index[lo:lo + step]
+        counts = finite[rows].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            draws[lo:lo + step] = np.where(counts > 0, filled[rows].sum(axis=1)
+                                           / np.maximum(counts, 1), np.nan)
     tail = (1 - size) / 2 * 100
     out[usable] = np.nanpercentile(draws, [tail, 100 - tail], axis=0).T
     return out
@@ -157,6 +161,16 @@ def _columns_sharpe(total: np.ndarray, squares: np.ndarray, count: np.ndarray) -
         return np.where(var > 0, mean / np.sqrt(var), np.nan)
 
 
+@functools.lru_cache(maxsize=4)
+def _halves(partitions: int) -> np.ndarray:
+    """0/1 membership matrix of every choice of half the blocks, (combinations, blocks)."""
+    chosen = np.array(list(itertools.combinations(range(partitions), partitions // 2)))
+    member = np.zeros((len(chosen), partitions))
+    np.put_along_axis(member, chosen, 1.0, axis=1)
+    member.setflags(write=False)
+    return member
+
+
 def pbo_cscv(returns: np.ndarray, partitions: int = 16) -> PBOResult:
     """PBO of choosing the best in-sample column of ``returns`` (rows = dates, columns =
     strategies), by CSCV with ``partitions`` contiguous blocks of rows.
@@ -176,9 +190,7 @@ def pbo_cscv(returns: np.ndarray, partitions: int = 16) -> PBOResult:
     total = np.stack([data[b].sum(axis=0) for b in blocks])       # (S, N)
     squares = np.stack([(data[b] ** 2).sum(axis=0) for b in blocks])
     count = np.array([len(b) for b in blocks], dtype=float)
-    chosen = np.array(list(itertools.combinations(range(partitions), partitions // 2)))
-    member = np.zeros((len(chosen), partitions))
-    np.put_along_axis(member, chosen, 1.0, axis=1)
+    member = _halves(partitions)
     other = 1.0 - member
     is_sharpe = _columns_sharpe(member @ total, member @ squares, (member @ count)[:, None])
     oos_sharpe = _columns_sharpe(other @ total, other @ squares, (other @ count)[:, None])
@@ -190,7 +202,7 @@ def pbo_cscv(returns: np.ndarray, partitions: int = 16) -> PBOResult:
     rank = below + (ties + 1) / 2.0  # average rank 1..N among the N strategies
     omega = rank / (n + 1)
     logits = np.log(omega / (1 - omega))
-    return PBOResult(float((logits <= 0).mean()), logits, partitions, len(chosen))
+    return PBOResult(float((logits <= 0).mean()), logits, partitions, len(member))
 
 
 def spa_pvalue(benchmark: np.ndarray, models: np.ndarray, *, reps: int = 1000,
