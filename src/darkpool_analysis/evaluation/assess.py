@@ -26,8 +26,10 @@ SPA against ``always_long``.
 
 Verdict rule (docs/signal-lab.md): ``evidence`` when, at some horizon, the adjusted
 out-of-sample IC p-value is below ``alpha`` (5%) and the out-of-sample net spread at that
-horizon is positive; ``insufficient_data`` when there is no out-of-sample design or fewer than
-``min_oos_dates`` out-of-sample dates with an IC; ``no_evidence`` otherwise.
+horizon is positive (the headline is the qualifying horizon with the smallest adjusted p;
+without one, the horizon with the smallest adjusted p); ``insufficient_data`` when there is
+no out-of-sample design or fewer than ``min_oos_dates`` out-of-sample dates with an IC;
+``no_evidence`` otherwise.
 """
 
 from __future__ import annotations
@@ -251,11 +253,12 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
     signals = {name: panel.windowed(values) for name, values in panel.signals.items()}
     design = make_design(panel.dates, panel.in_window, cfg)
     counts = names_per_date(panel, fwd_all[horizons[0]])
+    counts = counts[counts > 0]  # dates without any price say nothing about breadth
     median_names = float(np.median(counts)) if len(counts) else 0.0
     time_series = median_names < cfg.min_names
     mode = "time_series" if time_series else "cross_sectional"
-    mode_text = (f"time-series mode: the median date has {median_names:g} name(s) with a "
-                 f"signal and a return, fewer than --min-names {cfg.min_names}, so each "
+    mode_text = (f"time-series mode: the median date with data has {median_names:g} name(s) "
+                 f"with a signal and a return, fewer than --min-names {cfg.min_names}, so each "
                  "name's signal is correlated with its own forward returns over time "
                  "(a cross-sectional IC needs several names per date)"
                  if time_series else
@@ -442,6 +445,8 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
     verdicts = {name: _verdict(name, table, design, cfg, dsr_of(best_full.get(name)),
                                n_trials, time_series) for name in signals}
     events = _event_study(panel, signals, fwd_all) if time_series else pd.DataFrame()
+    if not events.empty:
+        events = events[events["events"] > 0].reset_index(drop=True)
     return Assessment(mode, mode_text, design, table, verdicts, n_trials, trials, selection,
                       pbo, pbo_reason, pbo_by_variant, spa, spa_reason, selected_name,
                       selected_dsr, events, notes)
@@ -461,7 +466,9 @@ def _verdict(name: str, table: pd.DataFrame, design: Design, cfg: AssessConfig,
         return Verdict(name, "insufficient_data",
                        f"insufficient data: at most {most} out-of-sample dates with a {what} "
                        f"(needs {cfg.min_oos_dates}); {design.text}", deflated_sharpe=dsr)
-    best = rows.sort_values(["ic_p_adjusted", "horizon"], kind="stable").iloc[0]
+    ranked = rows.sort_values(["ic_p_adjusted", "horizon"], kind="stable")
+    qualifies = (ranked["ic_p_adjusted"] < cfg.alpha) & (ranked["spread_net_bps_per_day"] > 0)
+    best = ranked[qualifies].iloc[0] if qualifies.any() else ranked.iloc[0]
     h = int(best["horizon"])
     spread = float(best["spread_net_bps_per_day"])
     p_adj = float(best["ic_p_adjusted"])

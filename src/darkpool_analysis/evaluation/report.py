@@ -384,23 +384,9 @@ def plot_oos_ic(oos: pd.DataFrame, ax: Axes) -> Axes:
 
 
 def _verdict_boxes(assessment: Assessment) -> str:
-    boxes = []
-    for v in assessment.verdicts.values():
-        details = []
-        if v.oos_ic_mean is not None:
-            details.append(f"OOS IC {fmt_num(v.oos_ic_mean)} at {v.horizon} session(s), 95% CI "
-                           f"{fmt_ci(*(v.oos_ic_ci95 or (None, None)))}, adjusted p "
-                           f"{fmt_p(v.oos_ic_pvalue_adjusted)}")
-        if v.oos_net_spread_bps_per_day is not None:
-            details.append(f"net spread {fmt_bps(v.oos_net_spread_bps_per_day)}/day")
-        if v.deflated_sharpe is not None:
-            details.append(f"deflated Sharpe {fmt_num(v.deflated_sharpe)} "
-                           f"({assessment.n_trials:,} trials)")
-        boxes.append(
-            f"<div class='box {v.verdict}'><span class='tag'>"
-            f"{html.escape(v.verdict.replace('_', ' '))}</span><h3>{html.escape(v.variant)}</h3>"
-            f"<p>{html.escape(v.reason)}</p>"
-            + "".join(f"<p class='note'>{html.escape(d)}</p>" for d in details) + "</div>")
+    boxes = [f"<div class='box {v.verdict}'><span class='tag'>"
+             f"{html.escape(v.verdict.replace('_', ' '))}</span><h3>{html.escape(v.variant)}"
+             f"</h3><p>{html.escape(v.reason)}</p></div>" for v in assessment.verdicts.values()]
     return "<div class='boxes'>" + "".join(boxes) + "</div>"
 
 
@@ -471,8 +457,8 @@ def render_html(result: EvaluationResult, *, horizons: tuple[int, ...],
         parts.append(
             f"<p>Window {panel.dates[rows[0]].date()} .. {panel.dates[rows[-1]].date()}: "
             f"{len(rows):,} sessions, {len(panel.symbols):,} names; names with a signal per "
-            f"session: median {fmt_num(float(np.median(per_date)))}, min "
-            f"{fmt_num(float(per_date.min()))}, max {fmt_num(float(per_date.max()))}.</p>")
+            f"session: median {np.median(per_date):,.0f}, min {per_date.min():,.0f}, max "
+            f"{per_date.max():,.0f}.</p>")
     parts.append(f"<p>{html.escape(a.mode_text)}.</p>")
 
     # timing and costs

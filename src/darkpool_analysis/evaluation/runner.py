@@ -255,6 +255,8 @@ def run_evaluation(
     if otc_alignment not in ("published", "week"):
         raise ConfigError(f"--otc-alignment must be published or week, got {otc_alignment!r}")
     horizon_list = check_horizons([int(h) for h in horizons.split(",") if h.strip()])
+    if pbo_partitions < 2 or pbo_partitions % 2:
+        raise ConfigError(f"--pbo-partitions must be an even number >= 2, got {pbo_partitions}")
     extra = formulas_as_variants(formulas or [], formula_files or [])
     names = [n.strip() for n in variants.split(",") if n.strip()]
     chosen: list[Variant] = [get_variant(n, extra) for n in names]
