@@ -27,7 +27,7 @@ from darkpool_analysis.store import open_writer
 def metrics_db(db_path: Path) -> Path:
     frame = metrics_frame(planted_market(n_days=230, n_symbols=40, seed=5))
     with open_writer(db_path) as writer:
-        writer.replace_partition("daily_metrics", frame, where="true", params=[])
+        writer.replace_metrics(frame)
     return db_path
 
 
