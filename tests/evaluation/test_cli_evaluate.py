@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from pathlib import Path
 
 import duckdb
@@ -134,3 +135,33 @@ def test_cli_mirrors_backtest_exit_defaults() -> None:
 
     assert evaluate_cmd.DEFAULT_EXITS == backtest.DEFAULT_EXITS
     assert evaluate_cmd.EXIT_HELP == backtest.EXIT_HELP
+
+
+def test_synthetic_owed_and_unknown_tickers_are_said(metrics_db: Path, tmp_path: Path) -> None:
+    from darkpool_analysis.store import META_SYNTHETIC
+    from darkpool_analysis.synthetic import SYNTHETIC_LABEL
+
+    with open_writer(metrics_db) as writer:
+        writer.set_meta({META_SYNTHETIC: "true"})
+        with writer.transaction() as conn:
+            conn.execute("INSERT INTO metrics_owed VALUES ('S001', DATE '2022-03-01', "
+                         "'prices_daily', now())")
+    out = tmp_path / "syn"
+    args = ["evaluate", "--variants", "short_buy_sell_ratio_z", "--universe", "S001,S002,ZZZZ",
+            "--horizons", "1", "--exits", "", "--placebos", "0", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["synthetic"] is True and summary["synthetic_label"] == SYNTHETIC_LABEL
+    assert summary["mode"] == "time_series"  # two names per date < --min-names 10
+    html = unescape((out / "report.html").read_text(encoding="utf-8"))
+    assert SYNTHETIC_LABEL in html
+    assert "daily_metrics is out of date" in html
+    assert "left out): ZZZZ" in html
+    assert "not run (--placebos 0)" in html and "event backtests: not run (--exits '')" in html
+    unknown = CliRunner().invoke(app, ["evaluate", "--universe", "XS001", "--out",
+                                       str(tmp_path / "none")])
+    assert unknown.exit_code == 1
+    assert "XS001" in unknown.output and "did you mean" in unknown.output
+    assert "did you mean S001" in unknown.output
+    assert not (tmp_path / "none").exists()

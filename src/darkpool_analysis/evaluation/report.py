@@ -409,6 +409,8 @@ def _placebo_sentences(assessment: Assessment) -> str:
         parts.append(f"{v.variant}: the out-of-sample IC at {v.horizon} session(s) sits at the "
                      f"{fmt_num(pct)}th percentile of what {draws} shuffled signals give here.")
     if not parts:
+        if any(n.startswith("permutation placebo") for n in assessment.notes):
+            return ""
         return "<p class='note'>No placebo percentile: no variant has an out-of-sample IC.</p>"
     return "<ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in parts) + "</ul>"
 
