@@ -99,6 +99,11 @@ def plot_cumulative_spread(spread_by_date: pd.DataFrame, horizon: int, ax: Axes)
                 color=COLORS["neutral"] if placebo else _color(i),
                 linestyle="--" if placebo else "-", linewidth=1.2)
     ax.axhline(1.0, color=COLORS["neutral"], linewidth=0.8)
+    lines = [line.get_ydata() for line in ax.get_lines()]
+    values = np.concatenate([np.asarray(v, dtype=float) for v in lines]) if lines else []
+    values = values[np.isfinite(values) & (values > 0)] if len(values) else values
+    if len(values) and values.max() / values.min() > 20:
+        ax.set_yscale("log")  # a strong spread compounds beyond what a linear axis shows
     ax.set_title(f"IN-SAMPLE cumulative top-minus-bottom spread, gross ({horizon}-session "
                  "steps)", color=COLORS["text"], loc="left", fontsize=10)
     ax.set_xlabel("signal date", color=COLORS["text"])
@@ -546,8 +551,10 @@ def render_html(result: EvaluationResult, *, horizons: tuple[int, ...],
                  + (" (per variant: " + ", ".join(f"{html.escape(k)} {fmt_num(v)}" for k, v in
                                                    a.pbo_by_variant.items()) + ")"
                     if a.pbo_by_variant else "") + ".</li>")
+    spa_text = fmt_p(a.spa_pvalue)
     parts.append(f"<li>Hansen's SPA test of the best trial against always_long (arch, "
-                 f"stationary bootstrap): p = {fmt_p(a.spa_pvalue)}"
+                 f"stationary bootstrap): p {'' if spa_text.startswith('<') else '= '}"
+                 f"{spa_text}"
                  + (f" - {html.escape(a.spa_reason)}" if a.spa_reason else "") + ".</li></ul>")
 
     # in-sample detail
@@ -595,6 +602,12 @@ def render_html(result: EvaluationResult, *, horizons: tuple[int, ...],
     events = result.metrics[result.metrics["section"] == "events"].pivot_table(
         index=["variant", "horizon"], columns="metric", values="value", sort=False).reset_index()
     parts.append("<h3>Threshold events (always_long = every name every day)</h3>")
+    if "count" in events:
+        silent = sorted(set(events.loc[events["count"] == 0, "variant"]))
+        events = events[events["count"] > 0]
+        if silent:
+            parts.append(f"<p class='note'>No events in the window for: "
+                         f"{html.escape(', '.join(silent))}.</p>")
     parts.append(_table(events, {"horizon": lambda v: f"{int(v)}",
                                  "count": lambda v: f"{v:,.0f}", "hit_rate": fmt_pct,
                                  "mean": fmt_pct, "median": fmt_pct, "mean_excess": fmt_pct}, {
