@@ -35,6 +35,7 @@ no out-of-sample design or fewer than ``min_oos_dates`` out-of-sample dates with
 from __future__ import annotations
 
 import math
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -245,8 +246,20 @@ def _best_column(returns: np.ndarray, columns: np.ndarray) -> int | None:
 
 
 def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
-           grid: GridResult | None = None, executor: Executor | None = None) -> Assessment:
-    """The out-of-sample assessment of every variant of ``panel`` (see the module doc)."""
+           grid: GridResult | None = None, executor: Executor | None = None,
+           timings: dict[str, float] | None = None) -> Assessment:
+    """The out-of-sample assessment of every variant of ``panel`` (see the module doc).
+
+    ``timings``, if given, receives the seconds of each part (for ``bench/evaluate.py``).
+    """
+    clock = [time.perf_counter()]
+
+    def lap(part: str) -> None:
+        now = time.perf_counter()
+        if timings is not None:
+            timings[part] = timings.get(part, 0.0) + now - clock[0]
+        clock[0] = now
+
     horizons = tuple(sorted(cfg.horizons))
     fwd_all = {h: panel.windowed(f) for h, f in
                forward_returns(panel.open, panel.close, horizons).items()}
@@ -269,9 +282,11 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
     rows: list[dict[str, Any]] = []
     spread_daily: dict[tuple[str, int], np.ndarray] = {}
     ic_oos: dict[tuple[str, int], np.ndarray] = {}
+    fwd_sorters: dict[int, RowSorter] = {}
     for name, signal in signals.items():
         variant = panel.variants.get(name)
         labels = None if time_series else quantile_labels(signal, cfg.quantiles)
+        sorter = (RowSorter(signal[oos]) if len(oos) and not time_series else None)
         for h, fwd in fwd_all.items():
             if time_series:
                 position = _ts_position(signal, getattr(variant, "buy", None),
@@ -299,7 +314,10 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
             if time_series:
                 ic = time_series_ic_series(signal[oos], fwd[oos], min_obs=cfg.min_oos_dates)
             else:
-                ic = cross_sectional_ic(signal[oos], fwd[oos], cfg.min_names)
+                if h not in fwd_sorters:
+                    fwd_sorters[h] = RowSorter(fwd[oos])
+                ic = cross_sectional_ic(signal[oos], fwd[oos], cfg.min_names,
+                                        signal_sorter=sorter, fwd_sorter=fwd_sorters[h])
             ic_oos[(name, h)] = ic
             test = hac_mean_test(ic, h)
             sp = net[oos] / h
@@ -316,6 +334,7 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
                    "spread_net_bps_per_day"):
         if column not in table:
             table[column] = np.nan
+    lap("oos IC + net spread (HAC)")
     enough = table["n_dates"] >= cfg.min_oos_dates
     table["ic_p_adjusted"] = holm(np.where(enough, table["ic_p"], np.nan))
     for column in ("ic_ci_lo", "ic_ci_hi", "spread_ci_lo_bps", "spread_ci_hi_bps",
@@ -335,6 +354,7 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
             table.loc[order, "ic_ci_hi"] = ci[:len(names), 1]
             table.loc[order, "spread_ci_lo_bps"] = ci[len(names):, 0] * 1e4
             table.loc[order, "spread_ci_hi_bps"] = ci[len(names):, 1] * 1e4
+        lap("block bootstrap intervals")
         if cfg.placebos > 0:
             placebo = placebo_stats({n: signals[n][oos] for n in names},
                                     {h: fwd_all[h][oos] for h in horizons},
@@ -346,6 +366,7 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
                 table.loc[where, "placebo_draws"] = len(draws)
         else:
             notes.append("permutation placebo: not run (--placebos 0)")
+        lap("permutation placebo")
 
     # ---- trials: backtest grid + one spread strategy per (variant, horizon) ----
     window = np.flatnonzero(panel.in_window)
@@ -410,6 +431,7 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
                 "oos_days": len(series)})
     selection = pd.DataFrame(selection_rows)
 
+    lap("trials, selection out of sample")
     pbo = pbo_reason = None
     pbo_by_variant: dict[str, float | None] = {}
     min_rows = cfg.pbo_partitions * 4
@@ -424,6 +446,7 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
             columns = groups.get(name, np.array([], dtype=int))
             pbo_by_variant[name] = (pbo_cscv(matrix[:, columns], cfg.pbo_partitions).pbo
                                     if len(columns) >= 2 else None)
+    lap("PBO (CSCV)")
     spa = spa_reason = None
     if n_trials == 0:
         spa_reason = "no trials to test"
@@ -438,6 +461,7 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
                                / np.maximum(finite.sum(axis=1), 1), 0.0)[window]
         spa = spa_pvalue(always_long, matrix, reps=cfg.spa_reps, block_size=10,
                          seed=cfg.seed)
+    lap("SPA (arch)")
     selected = best_full.get("all")
     selected_name = trials["trial"].iloc[selected] if selected is not None else None
     selected_dsr = dsr_of(selected)
@@ -447,6 +471,7 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
     events = _event_study(panel, signals, fwd_all) if time_series else pd.DataFrame()
     if not events.empty:
         events = events[events["events"] > 0].reset_index(drop=True)
+    lap("deflated Sharpe, verdicts")
     return Assessment(mode, mode_text, design, table, verdicts, n_trials, trials, selection,
                       pbo, pbo_reason, pbo_by_variant, spa, spa_reason, selected_name,
                       selected_dsr, events, notes)
