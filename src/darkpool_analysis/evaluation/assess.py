@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from darkpool_analysis.evaluation.backtest import GridResult
+from darkpool_analysis.evaluation.fmt import fmt_num, fmt_p
 from darkpool_analysis.evaluation.ic import (
     RowSorter,
     cross_sectional_ic,
@@ -212,18 +213,6 @@ class Assessment:
     selected_dsr: float | None
     event_study: pd.DataFrame
     notes: list[str] = field(default_factory=list)
-
-
-def _fmt_p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3g}"
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    if value == 0:
-        return "0"
-    return f"{value:.{digits}g}"
 
 
 def _sharpe(x: np.ndarray) -> float:
@@ -501,11 +490,11 @@ def _verdict(name: str, table: pd.DataFrame, design: Design, cfg: AssessConfig,
     positive = bool(np.isfinite(spread) and spread > 0)
     verdict = "evidence" if survives and positive else "no_evidence"
     what = "time-series IC" if time_series else "IC"
-    dsr_text = (f"deflated Sharpe {_fmt(dsr, 2)} over {n_trials:,} trials" if dsr is not None
+    dsr_text = (f"deflated Sharpe {fmt_p(dsr)} over {n_trials:,} trials" if dsr is not None
                 else f"no deflated Sharpe ({n_trials:,} trials)")
-    numbers = (f"out-of-sample {what} {_fmt(best['ic_mean'])} at {h} session(s) (95% CI "
-               f"{_fmt(best['ic_ci_lo'])}..{_fmt(best['ic_ci_hi'])}, adjusted p "
-               f"{_fmt_p(p_adj)}), net spread {_fmt(spread)} bps/day, {dsr_text}")
+    numbers = (f"out-of-sample {what} {fmt_num(best['ic_mean'])} at {h} session(s) (95% CI "
+               f"{fmt_num(best['ic_ci_lo'])}..{fmt_num(best['ic_ci_hi'])}, adjusted p "
+               f"{fmt_p(p_adj)}), net spread {fmt_num(spread)} bps/day, {dsr_text}")
     if verdict == "evidence":
         reason = f"evidence: {numbers}"
     elif survives:
