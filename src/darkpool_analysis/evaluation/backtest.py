@@ -305,14 +305,25 @@ class BacktestEngine:
             opened = at_open & (exit_row > entry_row)
             cell[exit_row[opened], sym[opened]] = (
                 exit_price[opened] / self.close_ff[exit_row[opened] - 1, sym[opened]] - 1.0)
-        cell = np.nan_to_num(cell, nan=0.0)
-        net = cell.copy()
-        net[entry_row, sym] = (1.0 + net[entry_row, sym]) / (1.0 + entry_cost) - 1.0
-        net[exit_row, sym] = (1.0 + net[exit_row, sym]) * (1.0 - exit_cost) - 1.0
+        # only the cells assigned above can be NaN (close_to_close is already filled)
+        for rows, cols in ((entry_row, sym), (exit_row[opened], sym[opened])):
+            values = cell[rows, cols]
+            cell[rows, cols] = np.where(np.isfinite(values), values, 0.0)
+        # net differs from gross only on entry and exit cells: add those differences per row
+        # instead of copying the whole matrix
+        same = exit_row == entry_row
+        entry_old = cell[entry_row, sym]
+        exit_old = cell[exit_row, sym]
+        entered = (1.0 + entry_old) / (1.0 + entry_cost)
+        adjust_entry = np.where(same, entered * (1.0 - exit_cost), entered) - 1.0 - entry_old
+        adjust_exit = np.where(same, 0.0, (1.0 + exit_old) * (1.0 - exit_cost) - 1.0 - exit_old)
+        adjust = (np.bincount(entry_row, adjust_entry, minlength=n)
+                  + np.bincount(exit_row, adjust_exit, minlength=n))
         positions = held.sum(axis=1)
         scale = np.maximum(positions, 1)
-        returns = np.where(positions > 0, cell.sum(axis=1) / scale, 0.0)
-        returns_net = np.where(positions > 0, net.sum(axis=1) / scale, 0.0)
+        gross_sum = cell.sum(axis=1)
+        returns = np.where(positions > 0, gross_sum / scale, 0.0)
+        returns_net = np.where(positions > 0, (gross_sum + adjust) / scale, 0.0)
         first = int(self.window_rows[0]) if len(self.window_rows) else 0
         last_held = int(np.nonzero(positions)[0].max()) if positions.any() else first
         end = max(last_held, int(self.window_rows[-1]) if len(self.window_rows) else first)
