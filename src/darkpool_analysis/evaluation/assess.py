@@ -4,6 +4,8 @@ Design (:func:`make_design`): walk-forward folds (``train`` sessions to choose, 
 ``test`` sessions to report, rolled by ``test``) when the evaluation window holds
 ``train + test`` sessions; otherwise one chronological split (the first half chooses, then an
 embargo of the longest horizon, the rest reports); otherwise nothing out of sample, said so.
+A configuration is chosen on a training fold without its last ``longest horizon`` rows
+(purged: a spread's return at ``t`` is only realised at ``t + h``).
 
 Mode: ``cross_sectional`` when the median date has at least ``min_names`` names with a signal
 and a return, else ``time_series`` (a cross-sectional IC over a handful of names is noise, and
@@ -389,6 +391,7 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
         return value if np.isfinite(value) else None
 
     # selection in-sample, reported out of sample (fold by fold)
+    longest = max(horizons)
     position_of = {r: i for i, r in enumerate(window)}
     selection_rows = []
     groups = {"all": np.arange(n_trials)}
@@ -401,7 +404,10 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
             continue
         pieces, picks = [], []
         for train_rows, test_rows in design.folds:
-            tr = np.array([position_of[r] for r in train_rows])
+            # purge: a spread trial's return at row t is realised by t + h, so the last
+            # ``longest`` training rows would peek into the test window
+            kept = train_rows[:-longest] if len(train_rows) > longest + 2 else train_rows
+            tr = np.array([position_of[r] for r in kept])
             te = np.array([position_of[r] for r in test_rows])
             pick = _best_column(matrix[tr], columns)
             if pick is None:
