@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -59,6 +60,8 @@ def _first_true(mask: pa.Array | pa.ChunkedArray) -> int | None:
 def _as_arrow(values: object) -> pa.Array | pa.ChunkedArray:
     if isinstance(values, pa.Array | pa.ChunkedArray):
         return values
+    if isinstance(values, pd.Series):
+        return pa.Array.from_pandas(values.astype("string"), type=pa.string())
     return pa.array(np.asarray(values, dtype=object), pa.string(), from_pandas=True)
 
 
