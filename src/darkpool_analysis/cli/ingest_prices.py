@@ -71,8 +71,9 @@ def prices_command(
     )] = None,
     all_files: Annotated[bool, typer.Option(
         "--all", help="With --from-dir: every <TICKER>.csv in the folder.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Re-write even unchanged inputs.")
-                     ] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Re-write even unchanged inputs, and let data covering fewer sessions "
+        "than stored replace them.")] = False,
     no_build: Annotated[bool, typer.Option(
         "--no-build", help="Do not rebuild daily_metrics afterwards.")] = False,
 ) -> None:

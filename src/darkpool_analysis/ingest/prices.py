@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from darkpool_analysis.config import Settings
-from darkpool_analysis.errors import ConfigError
+from darkpool_analysis.errors import ConfigError, DataFormatError
 from darkpool_analysis.sources.http import make_client
 from darkpool_analysis.sources.prices import (
     BAR_COLUMNS,
@@ -40,7 +40,7 @@ from darkpool_analysis.sources.prices import (
     yahoo_file_symbol,
     yfinance_available,
 )
-from darkpool_analysis.store import SourceFile, Writer, utcnow
+from darkpool_analysis.store import SourceFile, Writer, settle, utcnow
 from darkpool_analysis.symbols import to_feed
 from darkpool_analysis.trading_calendar import DateLike, sessions_between, sessions_index, to_date
 
@@ -239,6 +239,52 @@ def _write_ticker(writer: Writer, item: TickerBars, *, provider: PriceProvider,
     writer.maybe_publish()
 
 
+def _refuse_shrinking(writer: Writer, items: Sequence[TickerBars], first: dt.date,
+                      last: dt.date) -> None:
+    """Refuse (before anything is written) a run that would delete stored bars: replacing a
+    ticker's rows in ``[first, last]`` with bars that lack some stored session means the new
+    file or response covers less than the database (a truncated file, a provider gap)."""
+    if not items:
+        return
+    new = pd.concat([item.bars[["symbol", "date"]] for item in items], ignore_index=True)
+    new["source_file"] = np.repeat([item.source_file for item in items],
+                                   [len(item.bars) for item in items])
+    new["date"] = new["date"].dt.date
+    conn = writer.conn
+    settle(conn)
+    conn.register("_darkpool_new_bars", new)
+    try:
+        lost = conn.execute(f"""
+            SELECT p.symbol, count(*) AS lost, min(p.date) AS first_lost,
+                   max(p.date) AS last_lost,
+                   (SELECT min(date) FROM _darkpool_new_bars n WHERE n.symbol = p.symbol),
+                   (SELECT max(date) FROM _darkpool_new_bars n WHERE n.symbol = p.symbol),
+                   (SELECT any_value(source_file) FROM _darkpool_new_bars n
+                    WHERE n.symbol = p.symbol)
+            FROM {TABLE} p
+            WHERE p.date BETWEEN ? AND ?
+              AND p.symbol IN (SELECT DISTINCT symbol FROM _darkpool_new_bars)
+              AND NOT EXISTS (SELECT 1 FROM _darkpool_new_bars n
+                              WHERE n.symbol = p.symbol AND n.date = p.date)
+            GROUP BY p.symbol ORDER BY p.symbol
+        """, [first, last]).fetchall()
+    finally:
+        settle(conn)
+        conn.unregister("_darkpool_new_bars")
+    if not lost:
+        return
+    symbol, count, first_lost, last_lost, new_first, new_last, source = lost[0]
+    more = f" (and {len(lost) - 1} more ticker(s): {', '.join(r[0] for r in lost[1:6])})" \
+        if len(lost) > 1 else ""
+    raise DataFormatError(
+        f"would delete {count} stored {symbol} bar(s) between {first_lost} and {last_lost}: "
+        f"the new data covers {new_first}..{new_last} and lacks them{more}; expected new data "
+        f"covering every stored session of {first}..{last}",
+        source=source, field="Date",
+        hint="a truncated file? re-download it, narrow --start/--end to what it covers, or "
+             "pass --force to replace the stored bars anyway")
+
+
 def ingest_prices(
     writer: Writer,
     settings: Settings,
@@ -302,6 +348,8 @@ def ingest_prices(
         log.warning("%s: no bars between %s and %s for %s", chosen, first, last,
                     ", ".join(summary.missing))
 
+    if not force:
+        _refuse_shrinking(writer, to_write, first, last)
     # Everything in to_write is parsed and validated: commit it in groups (a commit per
     # ticker costs more than the rows), each ticker's replacement still all-or-nothing.
     for offset in range(0, len(to_write), WRITE_GROUP):

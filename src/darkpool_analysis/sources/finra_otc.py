@@ -324,26 +324,6 @@ def defaults_from_request(body: Mapping[str, Any]) -> dict[str, str]:
     return defaults
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def load_json(text: str | bytes, source: str) -> Any:
-    """``json.loads`` with clear errors: invalid JSON (line and column), ``NaN``/``Infinity``
-    (not JSON; refused), nesting too deep for the parser."""
-    try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"invalid JSON ({exc.msg} at line {exc.lineno} column "
-                              f"{exc.colno})", source=source, line=exc.lineno) from exc
-    except ValueError as exc:  # from _refuse_constant
-        raise DataFormatError(f"invalid JSON: {exc}; expected finite numbers", source=source
-                              ) from exc
-    except RecursionError:
-        raise DataFormatError("JSON nested too deeply to parse; expected an array of flat "
-                              "records", source=source) from None
-
-
 def decode_json_records(data: bytes | str, source: str) -> list[dict[str, Any]]:
     """The list of records in a response body; HTML error pages and non-lists are errors."""
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
@@ -354,7 +334,7 @@ def decode_json_records(data: bytes | str, source: str) -> list[dict[str, Any]]:
         raise DataFormatError("got an HTML page instead of JSON records (an error page or a "
                               f"proxy/login page): {stripped[:80]!r}", source=source,
                               hint="check FINRA_API_URL and retry later")
-    payload = load_json(stripped, source)
+    payload = limits.load_json(stripped, source)
     if isinstance(payload, dict) and isinstance(payload.get("records"), list):
         payload = payload["records"]
     if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
@@ -549,7 +529,7 @@ def parse_saved_json(data: bytes, source: str) -> ParsedOtc:
     defaults: dict[str, str] = {}
     stripped = text.lstrip()
     if stripped.startswith("{"):
-        payload = load_json(stripped, source)
+        payload = limits.load_json(stripped, source)
         if isinstance(payload, dict) and isinstance(payload.get("request"), dict):
             defaults = defaults_from_request(payload["request"])
     return parse_api_records(decode_json_records(text, source), source=source,

@@ -12,12 +12,15 @@ docs/input-validation.md lists every rule.
 
 from __future__ import annotations
 
-from typing import Final
+import json
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from darkpool_analysis.errors import DataFormatError
 
 #: Longest symbol accepted in any source (FINRA's longest symbols with suffixes are ~14).
 MAX_SYMBOL_LENGTH: Final = 20
@@ -113,3 +116,26 @@ def above(values: np.ndarray, limit: float) -> int | None:
     """First index where ``values`` (float64) exceeds ``limit``."""
     hits = np.flatnonzero(np.asarray(values, dtype="float64") > limit)
     return int(hits[0]) if hits.size else None
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json(text: str | bytes, source: str) -> Any:
+    """``json.loads`` with clear errors: invalid JSON (line and column), ``NaN``/``Infinity``
+    (not JSON; refused), nesting too deep for the parser."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"invalid JSON ({exc.msg} at line {exc.lineno} column "
+                              f"{exc.colno})", source=source, line=exc.lineno) from exc
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); expected "
+                              "JSON", source=source) from exc
+    except ValueError as exc:  # from _refuse_constant
+        raise DataFormatError(f"invalid JSON: {exc}; expected finite numbers", source=source
+                              ) from exc
+    except RecursionError:
+        raise DataFormatError("JSON nested too deeply to parse; expected an array of flat "
+                              "records", source=source) from None
