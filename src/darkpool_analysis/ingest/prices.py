@@ -27,6 +27,7 @@ import pandas as pd
 
 from darkpool_analysis.config import Settings
 from darkpool_analysis.errors import ConfigError, DataFormatError
+from darkpool_analysis.ingest import failures_logged
 from darkpool_analysis.sources.http import make_client
 from darkpool_analysis.sources.prices import (
     BAR_COLUMNS,
@@ -98,8 +99,22 @@ def normalise_tickers(tickers: Sequence[str]) -> list[str]:
 
 
 def tickers_in_dir(from_dir: Path) -> list[str]:
-    """Normalised symbols of every ``<TICKER>.csv`` (Yahoo spelling) in ``from_dir``."""
-    return sorted(yahoo_file_symbol(path) for path in Path(from_dir).glob("*.csv"))
+    """Normalised symbols of every ``<TICKER>.csv`` (Yahoo spelling) in ``from_dir``.
+
+    A folder without any ``.csv`` file is an error saying what was expected and found."""
+    folder = Path(from_dir)
+    found = sorted(yahoo_file_symbol(path) for path in folder.glob("*.csv") if path.is_file())
+    if not found:
+        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        shown = ", ".join(others[:5]) + (f" (+{len(others) - 5} more)" if len(others) > 5
+                                         else "")
+        raise ConfigError(
+            f"--from-dir {folder} holds no price file: expected Yahoo-format <TICKER>.csv "
+            "files (e.g. GME.csv, BRK-B.csv), found "
+            + (f"{len(others)} other file(s): {shown}" if others else "nothing (it is empty)"),
+            hint="pass the folder of price CSVs (darkpool ingest finra-short --from-dir takes "
+                 "the FINRA <FAMILY>shvol<YYYYMMDD>.txt files)")
+    return found
 
 
 def resolve_provider(settings: Settings, provider: str | None = None,
@@ -304,8 +319,28 @@ def ingest_prices(
     ``httpx.Client`` for Polygon (tests point it at a local server); ``progress`` receives
     ``(phase, done, total)``. Tickers without any bar in the range are listed in
     ``summary.missing`` and leave their rows untouched. Raises ``DataFormatError`` for bad
-    input (nothing of that file/response is written), ``FetchError`` when a download fails.
+    input (nothing of that file/response is written; bars covering fewer stored sessions
+    than the database holds count as bad input unless ``force``), ``FetchError`` when a
+    download fails; either is recorded in ``ingest_log`` as ``failed``.
     """
+    location = str(from_dir) if from_dir is not None else provider or settings.price_provider
+    with failures_logged(writer, DATASET, location):
+        return _ingest_prices(writer, settings, start, end, tickers, provider, from_dir, force,
+                              client, progress)
+
+
+def _ingest_prices(
+    writer: Writer,
+    settings: Settings,
+    start: DateLike,
+    end: DateLike,
+    tickers: Sequence[str] | None = None,
+    provider: PriceProvider | None = None,
+    from_dir: Path | None = None,
+    force: bool = False,
+    client: httpx.Client | None = None,
+    progress: IngestProgress | None = None,
+) -> PriceIngestSummary:
     first, last = to_date(start), to_date(end)
     if first > last:
         raise ConfigError(f"start {first} is after end {last}")
