@@ -108,6 +108,8 @@ def _symbol_char(char: str) -> bool:
 
 def shown(value: object, limit: int = 40) -> str:
     """A value for an error message: repr, cut to ``limit`` characters."""
+    if isinstance(value, np.generic):
+        value = value.item()
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value)):,} chars)"
 
