@@ -575,9 +575,13 @@ def create_app(settings: Settings) -> FastAPI:
         except ConfigError as exc:
             raise BadParameter("formula", exc.message, exc.hint) from None
         day = params.date or default_range(None, None)[1]
-        frame = market.scan(day, by=params.by, universe=params.universe, top=params.top,
-                            min_dollar_volume=params.min_dollar_volume, formulas=formulas,
-                            settings=settings)
+        try:
+            frame = market.scan(day, by=params.by, universe=params.universe, top=params.top,
+                                min_dollar_volume=params.min_dollar_volume, formulas=formulas,
+                                settings=settings)
+        except ArithmeticError as exc:
+            raise BadParameter("formula", f"a number in a formula is out of range ({exc})",
+                               "use numbers below 1e308") from None
         return _json_text('{"attrs": ' + _attrs_json(frame.attrs) + ', "columns": '
                           + _attrs_json(list(frame.columns)) + ', "rows": '
                           + records_json(frame) + "}")

@@ -144,7 +144,7 @@ def run_job(settings: Settings, params: dict[str, Any], out_dir: str,
                                            outcome.walk_summary)))
     except NoDataError as exc:
         messages.put(("error", {"status": 404, "error": exc.message, "hint": exc.hint}))
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, ArithmeticError) as exc:
         message = exc.message if isinstance(exc, ConfigError) else str(exc)
         hint = exc.hint if isinstance(exc, ConfigError) else None
         messages.put(("error", {"status": 400, "error": message, "hint": hint}))

@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
@@ -473,6 +473,9 @@ class SandboxService:
         except ConfigError as exc:
             raise BadParameter("formula" if plan.formulas else "variants", exc.message,
                                exc.hint) from None
+        except ArithmeticError as exc:  # e.g. an integer literal beyond float range
+            raise BadParameter("formula", f"a number in a formula is out of range ({exc})",
+                               "use numbers below 1e308") from None
 
     def compute(self, request: SandboxRequest) -> SandboxResult:
         """Resolve the range, then the seed frame and the lab."""

@@ -376,8 +376,8 @@
       hovermode: "x unified", hoversubplots: "axis", bargap: 0.2, barmode: "overlay",
       uirevision: state.uirevision, dragmode: "zoom",
       hoverlabel: { bgcolor: "#1e1e22", bordercolor: "#555", font: { color: c.text, size: 11 } },
-      legend: { orientation: "h", x: 0, y: 1.0, yanchor: "bottom", font: { size: 10 }, bgcolor: "rgba(0,0,0,0)",
-                title: { text: "dots: " }, pad: { b: 18 } },
+      legend: { orientation: "h", x: 0, y: 1.03, yanchor: "bottom", font: { size: 10 }, bgcolor: "rgba(0,0,0,0)",
+                title: { text: "dots: " } },
       xaxis: { type: "category", anchor: "y" + (panels.length > 1 ? panels.length : ""),
                tickangle: -45, gridcolor: c.grid, linecolor: c.grid, nticks: 24,
                showspikes: true, spikemode: "across", spikesnap: "cursor", spikecolor: "#888", spikethickness: 1 }
