@@ -8,6 +8,8 @@ and Yahoo CSVs ingested through the real code path, metrics built), marked synth
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from darkpool_analysis import store, trading_calendar
 from darkpool_analysis.config import Settings, load_config
+from darkpool_analysis.web import server as web_server
 from darkpool_analysis.web.app import create_app
 
 #: symbol -> (first session, last session)
@@ -111,3 +114,22 @@ def artifacts() -> Path:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def serve(settings: Settings) -> Iterator[web_server.WebServer]:
+    """The real uvicorn server on 127.0.0.1:<ephemeral> in a background thread."""
+    httpd = web_server.make_server(port=0, settings=settings)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not httpd.server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield httpd
+    httpd.shutdown()
+    thread.join(timeout=10)
+    httpd.close()
+
+
+@pytest.fixture
+def demo_server(demo_settings: Settings) -> Iterator[web_server.WebServer]:
+    yield from serve(demo_settings)

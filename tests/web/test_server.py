@@ -15,7 +15,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.synthetic import write_market
 from darkpool_analysis.web import server as web_server
 from darkpool_analysis.web.app import RenderBusy, RenderPool, RenderTimeout
-from web.conftest import DEMO_TICKERS
+from web.conftest import DEMO_TICKERS, serve
 
 DARKPOOL = Path(sys.executable).with_name("darkpool")
 
@@ -48,24 +47,6 @@ class Captured(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
-
-
-def serve(settings: Settings) -> Iterator[web_server.WebServer]:
-    httpd = web_server.make_server(port=0, settings=settings)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not httpd.server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield httpd
-    httpd.shutdown()
-    thread.join(timeout=10)
-    httpd.close()
-
-
-@pytest.fixture
-def demo_server(demo_settings: Settings) -> Iterator[web_server.WebServer]:
-    yield from serve(demo_settings)
 
 
 def test_binds_loopback_by_default(web_settings: Settings) -> None:
