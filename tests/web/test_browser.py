@@ -93,6 +93,8 @@ def trace_y(page: Any, name: str) -> list[float | None]:
 def test_first_screen_coverage_banner_and_ticker_completion(page: Any) -> None:
     open_page(page)
     banner = page.locator("#synthetic-banner")
+    banner.wait_for(state="visible", timeout=20_000)
+    page.wait_for_selector("#coverage table", timeout=20_000)
     assert banner.is_visible() and SYNTHETIC_LABEL in banner.inner_text()
     coverage = page.locator("#coverage table").inner_text()
     assert "FINRA Reg SHO daily short volume" in coverage and "daily prices" in coverage

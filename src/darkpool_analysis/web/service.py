@@ -263,13 +263,18 @@ def _clean(value: Any) -> Any:
 
 def records_json(frame: pd.DataFrame) -> str:
     """``frame`` as a JSON array of records: dates ``YYYY-MM-DD``, NaN/inf -> null."""
-    out = frame.copy()
+    out = frame.copy(deep=False)
     for column in out.columns:
-        if pd.api.types.is_datetime64_any_dtype(out[column]):
-            out[column] = out[column].dt.strftime("%Y-%m-%d")
-        elif pd.api.types.is_float_dtype(out[column]):
-            values = out[column].to_numpy(dtype=float)
-            out[column] = np.where(np.isfinite(values), values, np.nan)
+        series = out[column]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            days = series.to_numpy(dtype="datetime64[D]")
+            text = np.datetime_as_string(days, unit="D").astype(object)
+            text[pd.isna(series).to_numpy()] = None
+            out[column] = text
+        elif pd.api.types.is_float_dtype(series):
+            values = series.to_numpy(dtype=float)
+            if np.isinf(values).any():
+                out[column] = np.where(np.isfinite(values), values, np.nan)
     return out.to_json(orient="records", double_precision=15)
 
 
@@ -308,6 +313,8 @@ class SandboxService:
         self._history = _LRU(HISTORY_CACHE_SIZE)
         self._frames = _LRU(FRAME_CACHE_SIZE)
         self._db_info = _LRU(8)
+        self._payloads = _LRU(FRAME_CACHE_SIZE)
+        self._gaps = _LRU(FRAME_CACHE_SIZE)
 
     # -- database identity --
 
@@ -491,7 +498,10 @@ class SandboxService:
         request, frame = result.request, result.frame
         assert request.start is not None and request.end is not None
         zones = sandbox.zone_counts(frame)
-        gaps = sandbox.data_gaps(frame, request.start, request.end)
+        # gaps do not depend on weights, dot mode or variants: once per range
+        gaps = self._gaps.get_or_make(
+            (self.version(), request.symbol, request.start, request.end, request.warmup),
+            lambda: sandbox.data_gaps(frame, request.start, request.end))
         dates = self.history(request.symbol).rows["date"]
         warm = int(self._warmup_rows(request))
         zone_table = {str(variant): {name: int(count) for name, count in counts.items()}
@@ -529,7 +539,12 @@ class SandboxService:
 
     def payload(self, result: SandboxResult) -> str:
         """``/api/sandbox``'s JSON: the request, the summary, the rows (one record per
-        session, lab signals as ``variant:NAME`` columns) and the lab variants."""
+        session, lab signals as ``variant:NAME`` columns) and the lab variants (cached per
+        resolved request and publication)."""
+        return self._payloads.get_or_make((self.version(), result.request),
+                                          lambda: self._payload(result))
+
+    def _payload(self, result: SandboxResult) -> str:
         frame = result.frame
         rows = frame.assign(date=frame["date"])
         lab_info: list[dict[str, Any]] = []

@@ -174,7 +174,7 @@
     });
   }
 
-  function loadSandbox(options) {
+  function loadSandbox(options, started) {
     var form = $("sandbox-form");
     var params = sandboxParams();
     if (!params.get("ticker")) {
@@ -187,8 +187,11 @@
     if (state.inflight) { state.inflight.abort(); }
     state.inflight = new AbortController();
     $("status").textContent = "computing...";
-    var started = performance.now();
-    return fetchJson("/api/sandbox?" + query, { signal: state.inflight.signal })
+    var t0 = performance.now();
+    // the first load reuses the request the page started with the URL's parameters (they
+    // were filled into the form, so it asks for the same thing)
+    var request = started ? started.promise : fetchJson("/api/sandbox?" + query, { signal: state.inflight.signal });
+    return request
       .then(function (data) {
         if (seq !== state.seq) { return; }
         clearErrors(form);
@@ -198,7 +201,7 @@
         var fresh = data.summary.symbol + "|" + data.summary.start + "|" + data.summary.end;
         if (!options || !options.keepZoom || state.uirevision !== fresh) { state.uirevision = fresh; }
         renderResults(data, query);
-        var ms = Math.round(performance.now() - started);
+        var ms = Math.round(performance.now() - (started ? started.t0 : t0));
         $("status").textContent = data.summary.rows + " sessions in " + ms + " ms";
         document.body.dataset.chartSeq = String(seq);
       })
@@ -724,13 +727,19 @@
     document.querySelectorAll(".tab").forEach(function (tab) {
       tab.addEventListener("click", function () { showTab(tab.dataset.tab); });
     });
-    Promise.all([fetchJson("/api/config"), fetchJson("/api/database").catch(function (error) {
-      $("coverage").replaceChildren(el("p", { className: "error", text: (error.body && error.body.error) || error.message }));
-      return null;
-    })]).then(function (results) {
-      state.config = results[0];
+    // The first chart does not wait for anything it does not need: the sandbox request starts
+    // with the config request, the coverage table fills in whenever it arrives.
+    var initial = new URLSearchParams(location.search);
+    var early = initial.get("ticker") ? { query: initial.toString(), t0: performance.now(),
+      promise: fetchJson("/api/sandbox?" + initial.toString()) } : null;
+    if (early) { early.promise.catch(function () { /* shown by loadSandbox */ }); }
+    var database = fetchJson("/api/database");
+    fetchJson("/api/config").then(function (config) {
+      state.config = config;
       fillChoices(state.config);
-      if (results[1]) { renderDatabase(results[1]); }
+      database.then(renderDatabase).catch(function (error) {
+        $("coverage").replaceChildren(el("p", { className: "error", text: (error.body && error.body.error) || error.message }));
+      });
       symbolLookup();
       var form = $("sandbox-form");
       form.addEventListener("submit", function (event) { event.preventDefault(); loadSandbox(); });
@@ -747,10 +756,9 @@
       $("index-form").addEventListener("submit", function (event) { event.preventDefault(); loadIndex(); });
       $("scan-form").addEventListener("submit", function (event) { event.preventDefault(); loadScan(); });
       $("eval-form").addEventListener("submit", function (event) { event.preventDefault(); runEvaluation(); });
-      var params = new URLSearchParams(location.search);
-      fillForm(params);
+      fillForm(initial);
       document.body.dataset.ready = "1";
-      if (params.get("ticker")) { loadSandbox(); }
+      if (initial.get("ticker")) { loadSandbox(undefined, early); }
     }).catch(function (error) {
       $("error").hidden = false;
       $("error").textContent = "the page could not start: " + error.message;
