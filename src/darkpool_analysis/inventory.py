@@ -13,7 +13,13 @@ import duckdb
 import pandas as pd
 
 from darkpool_analysis import trading_calendar
-from darkpool_analysis.store import connect_readonly, read_owed, table_exists
+from darkpool_analysis.store import (
+    connect_readonly,
+    is_synthetic,
+    read_meta,
+    read_owed,
+    table_exists,
+)
 
 #: Tables shown by ``db info`` with the date column that defines their coverage.
 COVERAGE_COLUMNS: dict[str, str] = {
@@ -41,6 +47,13 @@ class Inventory:
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: ``daily_metrics`` rebuilds still owed (``store.read_owed``); empty when up to date.
     metrics_owed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: ``database_meta`` entries (``synthetic``, ``synthetic_note``, ...).
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the database is marked synthetic (``darkpool demo``)."""
+        return is_synthetic(self.meta)
 
 
 def short_gaps(conn: duckdb.DuckDBPyConnection) -> dict[str, list[dt.date]]:
@@ -113,6 +126,7 @@ def collect(db_path: Path, *, recent: int = 10) -> Inventory:
             outcome_counts=outcomes,
             extra=extra,
             metrics_owed=read_owed(conn),
+            meta=read_meta(conn),
         )
     finally:
         conn.close()

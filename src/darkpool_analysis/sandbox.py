@@ -38,7 +38,15 @@ import pandas as pd
 from darkpool_analysis import scoring, symbols, trading_calendar
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import NoDataError, StoreError
-from darkpool_analysis.store import connect_readonly, describe_owed, read_owed, table_exists
+from darkpool_analysis.store import (
+    connect_readonly,
+    describe_owed,
+    is_synthetic,
+    read_meta,
+    read_owed,
+    table_exists,
+)
+from darkpool_analysis.synthetic import SYNTHETIC_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +237,12 @@ def data_gaps(frame: pd.DataFrame, start: trading_calendar.DateLike,
 # -- database edge ---------------------------------------------------------------------------
 
 
+def synthetic_label(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """:data:`~darkpool_analysis.synthetic.SYNTHETIC_LABEL` when the database is marked
+    synthetic (``database_meta``, written by ``darkpool demo``), else None."""
+    return SYNTHETIC_LABEL if is_synthetic(read_meta(conn)) else None
+
+
 def _check_table(conn: duckdb.DuckDBPyConnection, db_path: Path) -> None:
     if not table_exists(conn, "daily_metrics"):
         raise StoreError(f"{db_path} has no daily_metrics table",
@@ -373,6 +387,7 @@ def load(
                 raise _unknown_symbol(conn, symbol)
             raise _empty_range(symbol, first, last, coverage)
         owed = describe_owed(read_owed(conn))
+        label = synthetic_label(conn)
     finally:
         conn.close()
     if owed is not None:
@@ -382,6 +397,7 @@ def load(
     frame = frame.loc[frame["date"] >= pd.Timestamp(first)].reset_index(drop=True)
     frame.attrs["blend_weights"] = (blend_short_weight, blend_flow_weight)
     frame.attrs["metrics_owed"] = owed
+    frame.attrs["synthetic_label"] = label
     log.debug("sandbox %s %s..%s: %d rows (+%d warm-up)", symbol, first, last, len(frame),
               len(raw) - len(frame))
     return frame

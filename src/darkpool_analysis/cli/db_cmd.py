@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from rich.table import Table
 
 from darkpool_analysis.cli.app import config, console, db_app, handle_errors
@@ -45,7 +46,16 @@ def info(recent: int = 10) -> None:
 
     cfg = config()
     inv = inventory.collect(cfg.db_path, recent=recent)
-    console.print(f"[bold]database[/] {inv.path}  ({inv.size_bytes / 1e6:,.1f} MB)")
+    if inv.synthetic:
+        from darkpool_analysis.store import META_SYNTHETIC_NOTE
+        from darkpool_analysis.synthetic import SYNTHETIC_LABEL
+
+        note = inv.meta.get(META_SYNTHETIC_NOTE, "").removeprefix(SYNTHETIC_LABEL)
+        note = note.removeprefix(":").strip()
+        console.print(f"[bold red]{SYNTHETIC_LABEL}[/]" + (f": {escape(note)}" if note else ""),
+                      highlight=False, soft_wrap=True)
+    console.print(f"[bold]database[/] {inv.path}  ({inv.size_bytes / 1e6:,.1f} MB)"
+                  + ("  [bold red](SYNTHETIC)[/]" if inv.synthetic else ""), highlight=False)
     console.print(f"[bold]schema version[/] {inv.schema_version}")
     console.print(_frame_table("Tables", inv.tables))
     owed = describe_owed(inv.metrics_owed)

@@ -130,13 +130,23 @@ def sandbox(
         exp_path = chart_path.with_name(f"{chart_path.stem}_experimental{chart_path.suffix}")
         written.append(save_figure(sandbox_chart.plot_experimental(frame), exp_path))
     if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        frame.assign(date=frame["date"].dt.date).to_csv(csv, index=False)
-        written.append(csv)
+        written.append(_write_csv(frame, csv))
 
     _print_summary(frame, symbol, first, last, warmup)
     for path in written:
         console.print(f"[green]wrote[/] {path}", highlight=False, soft_wrap=True)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """The sandbox frame as CSV; a ``# SYNTHETIC ...`` first line for synthetic data (read it
+    back with ``pandas.read_csv(path, comment="#")``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = frame.attrs.get("synthetic_label")
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        if label:
+            handle.write(f"# {label}\n")
+        frame.assign(date=frame["date"].dt.date).to_csv(handle, index=False)
+    return path
 
 
 def _lab_figures(plan: LabPlan, frame: pd.DataFrame, chart_path: Path, *, dot_mode: str,

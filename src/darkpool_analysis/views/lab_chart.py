@@ -279,7 +279,9 @@ def plot_lab(
                 date_axes.append(ax)
         if date_axes:
             _label_dates(date_axes, lab.frame)
-        fig.suptitle(title or f"{lab.symbol} - Signal Lab", color=COLORS["text"], fontsize=14,
+        label = lab.synthetic_label
+        fig.suptitle(sandbox_chart.labelled_title(title or f"{lab.symbol} - Signal Lab", label),
+                     color=COLORS["red"] if label else COLORS["text"], fontsize=14,
                      fontweight="bold")
         fig.text(0.01, 0.004, sandbox_chart.PROXY_NOTE, color=COLORS["neutral"], fontsize=8,
                  ha="left", va="bottom")

@@ -255,6 +255,18 @@ def _symbol(frame: pd.DataFrame) -> str:
     return "?"
 
 
+def synthetic_label(frame: pd.DataFrame) -> str | None:
+    """The synthetic-data label a :func:`~darkpool_analysis.sandbox.load` frame carries
+    (``attrs['synthetic_label']``), None for real data."""
+    label = frame.attrs.get("synthetic_label")
+    return str(label) if label else None
+
+
+def labelled_title(text: str, label: str | None) -> str:
+    """``text`` with `` — <label>`` appended for synthetic data (once)."""
+    return f"{text} — {label}" if label and label not in text else text
+
+
 def plot(
     frame: pd.DataFrame,
     dot_mode: str = "current",
@@ -266,7 +278,8 @@ def plot(
 
     ``dot_mode`` is ``current``, ``option_a``, ``option_b`` or ``all`` (all three, offset).
     The blend weights are named in the footnote (and must match the frame's, when known);
-    ``title`` defaults to ``'{TICKER} - Accumulation Signal Sandbox'``.
+    ``title`` defaults to ``'{TICKER} - Accumulation Signal Sandbox'``; a frame from a
+    synthetic database gets `` — SYNTHETIC DATA ...`` appended, in red.
     """
     if frame.empty:
         raise ValueError("nothing to plot: the sandbox frame has no rows")
@@ -278,8 +291,11 @@ def plot(
                             gridspec_kw={"height_ratios": list(HEIGHT_RATIOS)})
         fig.patch.set_facecolor(COLORS["background"])
         draw_sandbox(list(axes), frame, dot_mode)
-        fig.suptitle(title or f"{_symbol(frame)} - Accumulation Signal Sandbox",
-                     color=COLORS["text"], fontsize=14, fontweight="bold")
+        label = synthetic_label(frame)
+        fig.suptitle(labelled_title(title or f"{_symbol(frame)} - Accumulation Signal Sandbox",
+                                    label),
+                     color=COLORS["red"] if label else COLORS["text"], fontsize=14,
+                     fontweight="bold")
         fig.text(
             0.01, 0.004,
             f"{PROXY_NOTE}\nOption A: short z = vw_flow_z.  Option B: short z = "
@@ -317,8 +333,12 @@ def plot_experimental(frame: pd.DataFrame) -> Figure:
         ax = fig.subplots()
         fig.patch.set_facecolor(COLORS["background"])
         draw_experimental(ax, frame)
-        fig.text(0.01, 0.01, f"{_symbol(frame)}. {PROXY_NOTE}", color=COLORS["neutral"],
-                 fontsize=7, ha="left", va="bottom")
+        label = synthetic_label(frame)
+        if label:
+            ax.set_title(label, color=COLORS["red"], fontsize=10, fontweight="bold",
+                         loc="right")
+        fig.text(0.01, 0.01, labelled_title(f"{_symbol(frame)}. {PROXY_NOTE}", label),
+                 color=COLORS["neutral"], fontsize=7, ha="left", va="bottom")
         fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
@@ -332,4 +352,5 @@ __all__ = [
     "draw_score_panel",
     "plot",
     "plot_experimental",
+    "synthetic_label",
 ]
