@@ -33,6 +33,7 @@ class DotModeChoice(StrEnum):
     option_a = "option_a"
     option_b = "option_b"
     all = "all"
+    own = "own"
 
 
 def _check_suffix(path: Path | None, allowed: tuple[str, ...], option: str) -> None:
@@ -49,7 +50,8 @@ def sandbox(
     end: Annotated[str | None, typer.Option(
         "--end", help="Last date (default: the ticker's last date with data).")] = None,
     dot_mode: Annotated[DotModeChoice, typer.Option(
-        "--dot-mode", help="Variant(s) whose >=70 / <=30 dots are drawn.")
+        "--dot-mode", help="Variant(s) whose >=70 / <=30 dots are drawn; own = each score "
+        "panel its own variant's.")
     ] = DotModeChoice.current,
     blend_short_weight: Annotated[float, typer.Option(
         "--blend-short-weight", help="Option B weight of short_buy_sell_ratio_z.")] = 0.6,
@@ -181,28 +183,82 @@ def _lab_figures(plan: LabPlan, frame: pd.DataFrame, chart_path: Path, *, dot_mo
     return written
 
 
+def warmup_sentence(frame: pd.DataFrame, warmup: bool) -> str:
+    """How the rolling z windows were filled: the warm-up sessions actually found (not only
+    asked for), and how many shown sessions still have a short window."""
+    from darkpool_analysis import sandbox as sandbox_lib
+
+    if not warmup:
+        return "seed-exact z windows (shown range only)"
+    found, asked = int(frame.attrs["warmup_rows"]), int(frame.attrs["warmup_asked"])
+    short = sandbox_lib.short_window_days(frame)
+    if found == 0:
+        text = f"with warm-up asked ({asked:,} sessions) but no earlier data in the database"
+    elif found < asked:
+        text = f"with warm-up of {found:,} of {asked:,} sessions (no earlier data)"
+    else:
+        text = f"with warm-up of {found:,} earlier sessions"
+    return text + (f": the first {short:,} shown session(s) have short z windows" if short
+                   else " (full z windows)")
+
+
+#: Per chart source: how to say it is absent from the whole range, and what that means.
+ABSENT_SOURCE: dict[str, tuple[str, str]] = {
+    "short data": ("no short data", "`darkpool ingest finra-short` adds it"),
+    "a price bar": ("no price bars", "return_z counts as 0 in every score; "
+                    "`darkpool ingest prices` adds them"),
+    "lit trade direction": ("no lit trade direction", "the lit terms count as 0; "
+                            "`darkpool ingest trades` adds them"),
+}
+
+
+def _gap_lines(frame: pd.DataFrame, first: dt.date, last: dt.date) -> list[str]:
+    """One line per source the chart uses that misses sessions (a source missing from the
+    whole range is one line saying so); ``no data gaps`` when every source is complete."""
+    from darkpool_analysis import sandbox as sandbox_lib
+
+    sessions = len(trading_sessions(first, last))
+    lines = []
+    complete = []
+    for source, gaps in sandbox_lib.source_gaps(frame, first, last).items():
+        if not gaps:
+            complete.append(source)
+        elif len(gaps) == sessions:
+            absent, meaning = ABSENT_SOURCE[source]
+            style = "dim" if source == "lit trade direction" else "yellow"
+            lines.append(f"[{style}]{absent} in range[/{style}]: {meaning}")
+        else:
+            shown = ", ".join(day.isoformat() for day in gaps[:SHOWN_GAPS])
+            more = f" (+{len(gaps) - SHOWN_GAPS:,} more)" if len(gaps) > SHOWN_GAPS else ""
+            lines.append(f"[yellow]data gaps[/] {len(gaps):,} session(s) without {source}: "
+                         f"{shown}{more}")
+    if not any(line.startswith("[yellow]") for line in lines):
+        lines.insert(0, f"[green]no data gaps[/]: every session in range has "
+                        f"{', '.join(complete)}")
+    return lines
+
+
+def trading_sessions(first: dt.date, last: dt.date) -> list[dt.date]:
+    """XNYS sessions in ``[first, last]`` capped at today (what the gap check counts)."""
+    from darkpool_analysis import trading_calendar
+
+    return trading_calendar.sessions_between(first, min(last, dt.date.today()))
+
+
 def _print_summary(frame: pd.DataFrame, symbol: str, first: dt.date, last: dt.date,
                    warmup: bool) -> None:
-    """Rows, days per zone and variant, and sessions without short data."""
+    """Rows and warm-up, days per zone and variant, and sessions each source misses."""
     from darkpool_analysis import sandbox as sandbox_lib
 
     zones = sandbox_lib.zone_counts(frame)
-    gaps = sandbox_lib.data_gaps(frame, first, last)
-    mode = ("with warm-up (full z windows)" if warmup
-            else "seed-exact z windows (shown range only)")
-    console.print(f"[bold]{symbol}[/] {first} .. {last}: {len(frame)} rows, {mode}",
-                  highlight=False)
+    console.print(f"[bold]{symbol}[/] {first} .. {last}: {len(frame):,} rows, "
+                  f"{warmup_sentence(frame, warmup)}", highlight=False)
     table = Table(title="Days per zone", title_justify="left", header_style="bold cyan")
     table.add_column("variant")
     for column in ("accumulation >=70", "distribution <=30", "between", "no score"):
         table.add_column(column, justify="right")
     for variant, counts in zones.to_dict("index").items():
-        table.add_row(str(variant), *(str(int(counts[c])) for c in zones.columns))
+        table.add_row(str(variant), *(f"{int(counts[c]):,}" for c in zones.columns))
     console.print(table)
-    if gaps:
-        shown = ", ".join(day.isoformat() for day in gaps[:SHOWN_GAPS])
-        more = f" (+{len(gaps) - SHOWN_GAPS} more)" if len(gaps) > SHOWN_GAPS else ""
-        console.print(f"[yellow]data gaps[/] {len(gaps)} session(s) without short data: "
-                      f"{shown}{more}", highlight=False)
-    else:
-        console.print("[green]no data gaps[/]: every session in range has short data")
+    for line in _gap_lines(frame, first, last):
+        console.print(line, highlight=False)

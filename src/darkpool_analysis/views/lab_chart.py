@@ -76,7 +76,7 @@ def draw_variant_panel(ax: Axes, lab: Lab, name: str) -> Axes:
     if variant.scale == "display":
         confidence = lab.frame.get("confidence", pd.Series(0.5, index=lab.frame.index))
         sandbox_chart.draw_score_panel(ax, x, values, confidence, variant_title(lab, name),
-                                       "current", {"current": values})
+                                       "current", {"current": values}, no_score="hatched")
         return ax
     apply_axis_style(ax)
     mask = values.notna().to_numpy()
@@ -205,7 +205,7 @@ def draw_otc(ax: Axes, lab: Lab) -> Axes:
     columns = ["otc_week_used", "otc_status", "otc_participation_rate",
                "otc_participation_z", "otc_participation_delta"]
     block = lab.frame[columns].assign(date=session_pseudo_dates(len(lab.frame)))
-    otc_panel.plot_otc_panel(ax, block)
+    otc_panel.plot_otc_panel(ax, block, ingested=lab.otc_weeks != 0, symbol=lab.symbol)
     if lab.look_ahead:
         _title(ax, LOOK_AHEAD_TITLE, COLORS["orange"])
     else:
