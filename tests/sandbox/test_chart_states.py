@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from darkpool_analysis import sandbox, sandbox_lab
 from darkpool_analysis.cli import app
+from darkpool_analysis.errors import ConfigError
 from darkpool_analysis.views import lab_chart, otc_panel, sandbox_chart
 from sandbox.conftest import metrics_frame, write_metrics
 
@@ -153,3 +154,28 @@ def test_otc_panel_tells_never_ingested_from_not_published(sandbox_env: Path) ->
     assert [t.get_text() for t in ax.texts] == [
         otc_panel.NEVER_INGESTED_TEXT.format(symbol="NKE")]
     assert "darkpool ingest finra-otc --tickers NKE" in ax.texts[0].get_text()
+
+
+def test_price_panel_log_scale(sandbox_env: Path, tmp_path: Path) -> None:
+    variants = sandbox_lab.resolve_variants(["current", "option_a"], {})
+    lab = sandbox_lab.load_lab("NKE", "2025-10-01", "2025-11-28", variants)
+    linear = lab_chart.plot_lab(lab, ["current", "option_a"], ["price"]).axes[0]
+    log = lab_chart.plot_lab(lab, ["current", "option_a"], ["price"], price_scale="log").axes[0]
+    assert linear.get_yscale() == "linear" and log.get_yscale() == "log"
+    assert log.get_ylabel() == "price (log scale)"
+    # Consensus dots keep a constant ratio to the bar (3% above the high on a log axis).
+    high = lab.frame["high"].to_numpy(float)
+    (above, *_) = [c for c in log.collections if isinstance(c, PathCollection)]
+    points = above.get_offsets()
+    assert len(points) > 0
+    x = points[:, 0].astype(int)
+    np.testing.assert_allclose(points[:, 1], high[x] * 1.03)
+    with pytest.raises(ConfigError, match="unknown price scale 'cubic'"):
+        lab_chart.plot_lab(lab, ["current"], ["price"], price_scale="cubic")
+
+    code, text = run("NKE", "--panels", "price", "--variants", "current", "--price-scale", "log",
+                     "--out", str(tmp_path / "p.png"))
+    assert code == 0, text
+    assert (tmp_path / "p_lab.png").read_bytes().startswith(b"\x89PNG")
+    code, text = run("NKE", "--price-scale", "log", "--out", str(tmp_path / "q.png"))
+    assert code == 2 and "--price-scale log needs a price panel" in text

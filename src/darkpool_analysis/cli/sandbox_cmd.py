@@ -36,6 +36,13 @@ class DotModeChoice(StrEnum):
     own = "own"
 
 
+class PriceScale(StrEnum):
+    """Scale of the price panel (``--panels price``)."""
+
+    linear = "linear"
+    log = "log"
+
+
 def _check_suffix(path: Path | None, allowed: tuple[str, ...], option: str) -> None:
     if path is not None and path.suffix.lower() not in allowed:
         raise typer.BadParameter(f"{path} must end in {', '.join(allowed)}", param_hint=option)
@@ -92,6 +99,9 @@ def sandbox(
     bands_window: Annotated[int, typer.Option(
         "--bands-window", min=2, max=2520,
         help="Past sessions of the bands panel's rolling median/MAD.")] = 20,
+    price_scale: Annotated[PriceScale, typer.Option(
+        "--price-scale", help="Price panel axis (needs --panels price): linear or log (equal "
+        "heights = equal percentage moves).")] = PriceScale.linear,
 ) -> None:
     """Chart the seed's three accumulation-score variants for one ticker (read-only).
 
@@ -113,6 +123,10 @@ def sandbox(
     cfg = config()
     lab_plan = sandbox_lab.plan_lab(variants, formula or [], formula_file or [], panels,
                                     hist_signal, bands_signal, bands_window)
+    if price_scale is PriceScale.log and (
+            lab_plan is None or "price" not in (*lab_plan.panels.lab, *lab_plan.panels.appended)):
+        raise typer.BadParameter("--price-scale log needs a price panel (--panels price or "
+                                 "+price)", param_hint="--price-scale")
     symbol = sandbox_lib.normalise_ticker(ticker)
     first, last = sandbox_lib.default_range(symbol, first, last, settings=cfg)
     warmup = not (seed_exact or no_warmup)
@@ -127,7 +141,8 @@ def sandbox(
     else:
         written = _lab_figures(lab_plan, frame, chart_path, dot_mode=dot_mode.value,
                                blend_short_weight=blend_short_weight,
-                               blend_flow_weight=blend_flow_weight, settings=cfg)
+                               blend_flow_weight=blend_flow_weight, settings=cfg,
+                               price_scale=price_scale.value)
     if experimental:
         exp_path = chart_path.with_name(f"{chart_path.stem}_experimental{chart_path.suffix}")
         written.append(save_figure(sandbox_chart.plot_experimental(frame), exp_path))
@@ -153,7 +168,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 def _lab_figures(plan: LabPlan, frame: pd.DataFrame, chart_path: Path, *, dot_mode: str,
                  blend_short_weight: float, blend_flow_weight: float,
-                 settings: Settings) -> list[Path]:
+                 settings: Settings, price_scale: str = "linear") -> list[Path]:
     """The seed chart (with ``+`` panels appended) and, when asked, the lab figure
     ``<stem>_lab<suffix>``; returns the paths written."""
     from darkpool_analysis import sandbox_lab
@@ -171,13 +186,13 @@ def _lab_figures(plan: LabPlan, frame: pd.DataFrame, chart_path: Path, *, dot_mo
         seed_fig = lab_chart.plot_seed_with_panels(
             frame, lab, plan.panels.appended, dot_mode=dot_mode,
             blend_short_weight=blend_short_weight, blend_flow_weight=blend_flow_weight,
-            compare=plan.compare, hist_signal=plan.hist_signal)
+            compare=plan.compare, hist_signal=plan.hist_signal, price_scale=price_scale)
     else:
         seed_fig = sandbox_chart.plot(frame, dot_mode, blend_short_weight, blend_flow_weight)
     written = [save_figure(seed_fig, chart_path)]
     if plan.lab_figure:
         lab_fig = lab_chart.plot_lab(lab, plan.variants, plan.panels.lab, compare=plan.compare,
-                                     hist_signal=plan.hist_signal)
+                                     hist_signal=plan.hist_signal, price_scale=price_scale)
         lab_path = chart_path.with_name(f"{chart_path.stem}_lab{chart_path.suffix}")
         written.append(save_figure(lab_fig, lab_path))
     return written
