@@ -72,7 +72,9 @@ def sandbox(
         "z-scores.")] = False,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Chart file (.png, .svg or .pdf); default "
-        "<output_dir>/<TICKER>_sandbox_<start>_<end>.png.")] = None,
+        "<output_dir>/<TICKER>_sandbox_<start>_<end>[_<options>].png, the non-default "
+        "options named so different charts never share a file (an existing file is "
+        "reported as overwritten).")] = None,
     csv: Annotated[Path | None, typer.Option(
         "--csv", help="Also write the sandbox frame as CSV.")] = None,
     experimental: Annotated[bool, typer.Option(
@@ -134,7 +136,14 @@ def sandbox(
                              blend_short_weight=blend_short_weight,
                              blend_flow_weight=blend_flow_weight)
 
-    chart_path = out or cfg.output_dir / f"{symbol}_sandbox_{first}_{last}.png"
+    tag = option_tag(dot_mode=dot_mode.value, seed_exact=seed_exact, no_warmup=no_warmup,
+                     blend=(blend_short_weight, blend_flow_weight), variants=variants,
+                     formulas=[*(formula or []), *map(str, formula_file or [])],
+                     panels=panels, price_scale=price_scale.value)
+    chart_path = out or cfg.output_dir / f"{symbol}_sandbox_{first}_{last}{tag}.png"
+    existed = {path for path in (chart_path, _sibling(chart_path, "lab"),
+                                 _sibling(chart_path, "experimental"), csv)
+               if path is not None and path.exists()}
     if lab_plan is None:
         fig = sandbox_chart.plot(frame, dot_mode.value, blend_short_weight, blend_flow_weight)
         written = [save_figure(fig, chart_path)]
@@ -144,14 +153,60 @@ def sandbox(
                                blend_flow_weight=blend_flow_weight, settings=cfg,
                                price_scale=price_scale.value)
     if experimental:
-        exp_path = chart_path.with_name(f"{chart_path.stem}_experimental{chart_path.suffix}")
+        exp_path = _sibling(chart_path, "experimental")
         written.append(save_figure(sandbox_chart.plot_experimental(frame), exp_path))
     if csv is not None:
         written.append(_write_csv(frame, csv))
 
     _print_summary(frame, symbol, first, last, warmup)
     for path in written:
-        console.print(f"[green]wrote[/] {path}", highlight=False, soft_wrap=True)
+        verb = "[yellow]overwrote[/]" if path in existed else "[green]wrote[/]"
+        console.print(f"{verb} {path}", highlight=False, soft_wrap=True)
+
+
+#: Longest option tag spelled out in a default file name; longer ones end in a short hash.
+MAX_TAG = 48
+
+
+def option_tag(*, dot_mode: str, seed_exact: bool, no_warmup: bool,
+               blend: tuple[float, float], variants: str | None, formulas: list[str],
+               panels: str | None, price_scale: str) -> str:
+    """The part of the default file name that tells non-default options apart
+    (``_dots-all_seed-exact_blend-0.3-0.7``); empty with every option at its default, so
+    different options never write the same default file."""
+    parts = []
+    if dot_mode != DotModeChoice.current.value:
+        parts.append(f"dots-{dot_mode}")
+    if seed_exact:
+        parts.append("seed-exact")
+    elif no_warmup:
+        parts.append("no-warmup")
+    if blend != (0.6, 0.4):
+        parts.append(f"blend-{blend[0]:g}-{blend[1]:g}")
+    if variants:
+        parts.append("v-" + "-".join(v.strip() for v in variants.split(",") if v.strip()))
+    if panels:
+        parts.append("p-" + "-".join(p.strip().replace("+", "plus")
+                                     for p in panels.split(",") if p.strip()))
+    if price_scale != PriceScale.linear.value:
+        parts.append(f"price-{price_scale}")
+    if formulas:
+        import hashlib
+
+        digest = hashlib.sha256("\n".join(formulas).encode()).hexdigest()[:8]
+        parts.append(f"f-{digest}")
+    tag = "_".join(parts)
+    if len(tag) > MAX_TAG:
+        import hashlib
+
+        tag = tag[:MAX_TAG - 9] + "-" + hashlib.sha256(tag.encode()).hexdigest()[:8]
+    safe = "".join(c if c.isalnum() or c in "-._" else "-" for c in tag)
+    return f"_{safe}" if safe else ""
+
+
+def _sibling(chart_path: Path, name: str) -> Path:
+    """``<stem>_<name><suffix>`` next to the chart (the lab and experimental figures)."""
+    return chart_path.with_name(f"{chart_path.stem}_{name}{chart_path.suffix}")
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -193,7 +248,7 @@ def _lab_figures(plan: LabPlan, frame: pd.DataFrame, chart_path: Path, *, dot_mo
     if plan.lab_figure:
         lab_fig = lab_chart.plot_lab(lab, plan.variants, plan.panels.lab, compare=plan.compare,
                                      hist_signal=plan.hist_signal, price_scale=price_scale)
-        lab_path = chart_path.with_name(f"{chart_path.stem}_lab{chart_path.suffix}")
+        lab_path = _sibling(chart_path, "lab")
         written.append(save_figure(lab_fig, lab_path))
     return written
 
