@@ -15,6 +15,7 @@ import pandas as pd
 from darkpool_analysis import trading_calendar
 from darkpool_analysis.store import (
     connect_readonly,
+    disk_bytes,
     is_synthetic,
     read_meta,
     read_owed,
@@ -117,7 +118,7 @@ def collect(db_path: Path, *, recent: int = 10) -> Inventory:
             ).df()
         return Inventory(
             path=Path(db_path),
-            size_bytes=Path(db_path).stat().st_size,
+            size_bytes=disk_bytes(db_path),
             schema_version=int(version_row[0]) if version_row and version_row[0] else 0,
             tables=pd.DataFrame(rows),
             short_by_facility=by_facility,

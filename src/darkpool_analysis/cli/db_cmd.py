@@ -137,6 +137,7 @@ def info(
         _print_ticker(cfg.db_path, ticker)
         return
     console.print(_frame_table("Tables", inv.tables))
+    _print_storage(cfg.db_path)
     if not inv.short_by_facility.empty:
         console.print(_frame_table("FINRA Reg SHO short volume by facility",
                                    inv.short_by_facility))
@@ -180,3 +181,50 @@ def symbols_cmd(
                                          if len(frame) > limit else "")
              + ": sessions with data per source (OTC: weeks)")
     console.print(_frame_table(title, shown, compact=True))
+
+
+def _print_storage(db_path: object) -> None:
+    """Generations, segment sizes and reclaimable space of the store."""
+    from pathlib import Path
+
+    from darkpool_analysis.store import describe_storage
+
+    storage = describe_storage(Path(str(db_path)))
+    if storage is None:
+        return
+    console.print(
+        f"[bold]storage[/] generation {storage['generation']:,} "
+        f"({storage['generations_kept']:,} catalogue(s) kept), "
+        f"{storage['data_bytes'] / 1e6:,.1f} MB of segment files, "
+        f"{storage['live_bytes'] / 1e6:,.1f} MB in use, "
+        f"{storage['reclaimable_bytes'] / 1e6:,.1f} MB reclaimable "
+        "(held for readers of older generations until the grace period ends; "
+        "`darkpool db compact` merges deltas and collects garbage)", highlight=False)
+    tables = storage["tables"].assign(MB=lambda f: (f["bytes"] / 1e6).round(2)).drop(
+        columns="bytes")
+    console.print(_frame_table("Published segments", tables))
+
+
+@db_app.command("compact")
+@handle_errors
+def compact(
+    full: bool = typer.Option(False, "--full", help="Rewrite every table as one segment."),
+    now: bool = typer.Option(False, "--now",
+                             help="Delete unreferenced files at once (no grace period: a "
+                                  "reader holding an older generation may fail)."),
+) -> None:
+    """Merge piled-up deltas, publish, and delete files no generation needs any more."""
+    from darkpool_analysis.store import describe_storage, open_writer
+
+    cfg = config()
+    before = describe_storage(cfg.db_path)
+    with open_writer(cfg.db_path, gc_grace_seconds=0.0 if now else None) as writer:
+        changed = writer.compact(full=full)
+    after = describe_storage(cfg.db_path)
+    if before is None or after is None:
+        console.print("nothing to compact (a single-file database)")
+        return
+    console.print(
+        f"{'compacted' if changed else 'nothing to merge'}; segment files "
+        f"{before['data_bytes'] / 1e6:,.1f} MB -> {after['data_bytes'] / 1e6:,.1f} MB, "
+        f"{after['reclaimable_bytes'] / 1e6:,.1f} MB still held for readers", highlight=False)
