@@ -14,6 +14,7 @@ from darkpool_analysis.cli import (  # noqa: F401
     market_cmd,
     run_cmd,
     sandbox_cmd,
+    watch_cmd,
     web_cmd,
 )
 from darkpool_analysis.cli.app import app
