@@ -8,6 +8,7 @@ from darkpool_analysis.cli import (  # noqa: F401
     db_cmd,
     evaluate_cmd,
     ingest_finra_short,
+    ingest_options,
     ingest_otc,
     ingest_prices,
     ingest_trades,
