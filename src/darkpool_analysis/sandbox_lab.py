@@ -14,6 +14,7 @@ A formula's ``rank()`` is cross-sectional; with one ticker it has a single value
 from __future__ import annotations
 
 import ast
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from darkpool_analysis import trading_calendar
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import ConfigError, NoDataError, StoreError
 from darkpool_analysis.formulas import Formula, collect_formulas
+from darkpool_analysis.ingest.options import read_premium
 from darkpool_analysis.sandbox import normalise_ticker
 from darkpool_analysis.signals import (
     MAX_WINDOW,
@@ -41,7 +43,7 @@ from darkpool_analysis.store import connect_readonly, table_exists
 log = logging.getLogger(__name__)
 
 #: Extra panels ``--panels`` accepts, in the order the lab figure draws them.
-PANELS: Final[tuple[str, ...]] = ("price", "heatmap", "hist", "bands", "otc")
+PANELS: Final[tuple[str, ...]] = ("price", "heatmap", "hist", "bands", "otc", "options")
 #: Variants the consensus price and the heatmap compare when ``--variants`` is not given.
 DEFAULT_COMPARE: Final[tuple[str, ...]] = ("current", "option_a", "option_b")
 #: The histogram / bands signal when none is named and no z-scale variant was requested.
@@ -228,6 +230,8 @@ class Lab:
     bands_signal: str | None = None
     bands_window: int = DEFAULT_BANDS_WINDOW
     warmup_rows: int = 0
+    #: ``options_premium_daily`` rows of the shown range (the ``options`` panel); None = unread.
+    options: pd.DataFrame | None = None
 
     @property
     def look_ahead(self) -> bool:
@@ -324,13 +328,15 @@ def load_lab(
             """,
             {"symbol": symbol, "start": first, "end": last, "lookback": lookback},
         ).df()
+        options = read_premium(conn, symbol, first, last)
     finally:
         conn.close()
     if raw.empty or not bool((pd.to_datetime(raw["date"]) >= pd.Timestamp(first)).any()):
         raise NoDataError(f"no daily_metrics rows for {symbol} between {first} and {last}",
                           hint=f"run `darkpool build --tickers {symbol}` for that range")
-    lab = compute_lab(raw, first, variants, params=params, bands_signal=bands_signal,
-                      bands_window=bands_window)
+    lab = dataclasses.replace(compute_lab(raw, first, variants, params=params,
+                                          bands_signal=bands_signal, bands_window=bands_window),
+                              options=options)
     log.debug("sandbox lab %s %s..%s: %d rows (+%d warm-up, %d asked), variants %s", symbol,
               first, last, len(lab.frame), lab.warmup_rows, lookback, ", ".join(lab.variants))
     return lab
