@@ -94,6 +94,8 @@ _SCAN_RE: Final = re.compile(
     r"^\s*scan\s+(?P<end>top|bottom)\s+(?P<count>\d+)(?:\s+by\s+(?P<by>[A-Za-z_][A-Za-z0-9_]*))?"
     r"\s*$", re.IGNORECASE)
 _RULE_KEYS: Final = frozenset({"name", "when"})
+#: More tickers than this are not fetched from Yahoo for one day (one download per ticker).
+YAHOO_MAX_TICKERS: Final = 500
 #: Symbols named in one message's text (the rest are counted).
 MAX_LISTED: Final = 25
 
@@ -627,6 +629,10 @@ def _ingest_day(writer: Writer, settings: Settings, day: dt.date, target: WatchT
             writer, day, target.universe)
         try:
             chosen = resolve_provider(settings, price_provider, prices_dir)  # type: ignore[arg-type]
+            if chosen == "yahoo" and len(symbols) > YAHOO_MAX_TICKERS:
+                raise ConfigError(f"{len(symbols):,} tickers is too many for Yahoo (at most "
+                                  f"{YAHOO_MAX_TICKERS}); use Polygon's grouped daily bars "
+                                  "(POLYGON_API_KEY) or a smaller universe")
             result = ingest_prices(writer, settings, day, day, tickers=symbols,
                                    provider=chosen, from_dir=prices_dir,
                                    client=client if chosen == "polygon" else None)
