@@ -250,3 +250,25 @@ def test_premium_by_session_is_pure_and_keeps_sessions_without_contracts() -> No
     assert out["put_otm_premium"].tolist() == [250.0, 0.0]  # strike == close counts as OTM
     assert out["premium_score"].iloc[0] == 0.0 and pd.isna(out["premium_score"].iloc[1])
     assert out["contracts"].tolist() == [1, 0]
+
+
+def test_ticker_without_options_or_without_bars(httpserver: HTTPServer, db_path: Path) -> None:
+    """A listed stock without near-the-money contracts gets zero rows with a NULL score; a
+    ticker without underlying bars is reported missing and writes nothing."""
+    bars = [{"o": 9, "h": 11, "l": 8, "c": 10.0, "v": 1e5, "vw": 10, "t": _ms(D1)}]
+    httpserver.expect_request(f"/v2/aggs/ticker/QUIET/range/1/day/{D1}/{D2}").respond_with_json(
+        {"status": "OK", "resultsCount": 1, "results": bars})
+    httpserver.expect_request(f"/v2/aggs/ticker/GONE/range/1/day/{D1}/{D2}").respond_with_json(
+        {"status": "OK", "resultsCount": 0})
+    httpserver.expect_request(CONTRACTS).respond_with_json({"status": "OK", "results": []})
+    with store.open_writer(db_path) as writer:
+        summary = ingest_options(writer, _settings(httpserver), D1, D2, ["QUIET", "GONE"],  # type: ignore[arg-type]
+                                 today=TODAY)
+    assert summary.ingested == ["QUIET"] and summary.missing == ["GONE"]
+    conn = store.connect_readonly(db_path)
+    try:
+        rows = read_premium(conn, "QUIET", D1, D2)
+    finally:
+        conn.close()
+    assert len(rows) == 1 and rows["contracts"].iloc[0] == 0
+    assert rows["call_premium"].iloc[0] == 0 and pd.isna(rows["premium_score"].iloc[0])

@@ -103,6 +103,10 @@ def premium_by_session(sessions: pd.DataFrame, selected: pd.DataFrame,
     :data:`PREMIUM_COLUMNS` and ``premium_score``.
     """
     keys = ["symbol", "date"]
+    key_types = {"symbol": object, "date": "datetime64[ns]"}  # empty frames have no dtypes
+    sessions = sessions.astype({**key_types, "close": "float64"})
+    selected = selected.astype(key_types)
+    bars = bars.astype({"date": "datetime64[ns]"})
     merged = selected.merge(sessions[[*keys, "close"]], on=keys, how="inner")
     merged = merged.merge(bars[["ticker", "date", "volume", "vwap"]], on=["ticker", "date"],
                           how="left")
