@@ -1,0 +1,179 @@
+"""Compiled (numba) kernels of the ``daily_metrics`` build: per-symbol rolling z-scores.
+
+Imported lazily (only by the functions of :mod:`darkpool_analysis.metrics` that compute), so
+neither ``import darkpool_analysis`` nor the CLI's start pays for numba. Kernels are compiled
+with ``cache=True`` (the machine code is kept in ``__pycache__`` after the first call in any
+process) and ``nogil=True``, so symbol chunks run on several threads at once.
+
+Rolling z-score numerics (:func:`rolling_zscore_kernel`): one pass per symbol keeps the
+window's count, sum and sum of squares of values centred on a reference value ``c``, adding
+the newest row and removing the one that leaves. Sliding sums pick up rounding from every
+value they ever held, so they are **re-anchored exactly** at every row whose absolute session
+number is a multiple of ``block`` (and at each symbol's first row): the window is summed
+afresh and ``c`` is reset to its first non-null value. Between anchors the error is bounded by
+a few ulps of ``mag``, the sum of squares added since the anchor; a window whose centred
+second moment ``m2`` is small against ``mag`` (an outlier that left, a trend away from ``c``:
+``m2 * CONDITION_LIMIT < mag``) is recomputed by exact two-pass summation. Because the anchors
+depend only on the session calendar, a frame that starts on a block boundary gives the same
+bits as a longer frame from its second block on (the warm-up rule of range builds), and every
+value at row ``t`` depends only on rows ``<= t`` of the same symbol (point in time).
+
+Constant windows (all non-null values equal) give NaN exactly, as pandas' exact 0 std does:
+the kernel counts the run of equal trailing values; the window is constant when that run
+covers every non-null value in it (no rounding residue involved).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+#: Recompute a window by two-pass summation when its centred second moment is below
+#: ``mag / CONDITION_LIMIT`` (sliding sums may then have lost more than ~1e-12 relative).
+CONDITION_LIMIT = 1e3
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _two_pass(x: np.ndarray, lo: int, hi: int) -> tuple[float, float, int]:
+    """Mean, centred second moment and count of the non-null ``x[lo:hi + 1]`` (two-pass
+    with the compensating correction term of the textbook corrected two-pass algorithm)."""
+    total = 0.0
+    count = 0
+    for j in range(lo, hi + 1):
+        v = x[j]
+        if v == v:
+            total += v
+            count += 1
+    mean = total / count
+    dev = 0.0
+    dev2 = 0.0
+    for j in range(lo, hi + 1):
+        v = x[j]
+        if v == v:
+            d = v - mean
+            dev += d
+            dev2 += d * d
+    return mean + dev / count, dev2 - dev * dev / count, count
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def rolling_zscore_kernel(x: np.ndarray, group_start: np.ndarray, session: np.ndarray,
+                          lo: int, hi: int, window: int, block: int, min_periods: int,
+                          limit: float, out: np.ndarray) -> None:
+    """Write the per-symbol rolling z-score of ``x[lo:hi]`` into ``out[lo:hi]``.
+
+    ``group_start[i]`` is the first row of row i's symbol (rows sorted by symbol, then
+    session, no gaps; ``[lo, hi)`` never splits a symbol); ``session[i]`` the absolute
+    session number of row i (fixes the anchors). ``out[i]`` is NaN when ``x[i]`` is NaN,
+    when the window holds fewer than ``min_periods`` non-null values, or when its
+    population std is 0.
+    """
+    c = 0.0        # reference value the sums are centred on
+    s1 = 0.0       # sum of (x - c) over the window's non-null values
+    s2 = 0.0       # sum of (x - c)^2
+    mag = 0.0      # sum of (x - c)^2 of every value added since the anchor
+    count = 0      # non-null values in the window
+    run = 0        # trailing non-null values equal to the last one
+    last = 0.0     # the last non-null value (meaningful when count > 0)
+    for i in range(lo, hi):
+        g = group_start[i]
+        ws = i - window + 1
+        if ws < g:
+            ws = g
+        v = x[i]
+        if i == g or session[i] % block == 0:
+            # Exact re-anchor: sum the window afresh around its first non-null value.
+            count = 0
+            s1 = 0.0
+            s2 = 0.0
+            run = 0
+            for j in range(ws, i + 1):
+                u = x[j]
+                if u == u:
+                    if count == 0:
+                        c = u
+                        run = 1
+                    elif u == last:
+                        run += 1
+                    else:
+                        run = 1
+                    d = u - c
+                    s1 += d
+                    s2 += d * d
+                    count += 1
+                    last = u
+            mag = s2
+        else:
+            old = i - window
+            if old >= g:
+                u = x[old]
+                if u == u:
+                    count -= 1
+                    if count == 0:
+                        s1 = 0.0
+                        s2 = 0.0
+                        mag = 0.0
+                        run = 0
+                    else:
+                        d = u - c
+                        s1 -= d
+                        s2 -= d * d
+            if v == v:
+                if count == 0:
+                    c = v
+                    s1 = 0.0
+                    s2 = 0.0
+                    mag = 0.0
+                    run = 1
+                elif v == last:
+                    run += 1
+                else:
+                    run = 1
+                d = v - c
+                s1 += d
+                s2 += d * d
+                mag += d * d
+                count += 1
+                last = v
+        if v != v or count < min_periods or run >= count:
+            out[i] = np.nan
+            continue
+        m2 = s2 - s1 * s1 / count
+        if m2 * limit < mag:
+            mean, m2, _ = _two_pass(x, ws, i)
+            deviation = v - mean
+        else:
+            deviation = (v - c) - s1 / count
+        if m2 > 0.0:
+            out[i] = deviation / np.sqrt(m2 / count)
+        else:
+            out[i] = np.nan
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def validity_bitmap(x: np.ndarray, bitmap: np.ndarray) -> int:
+    """Arrow validity bitmap of ``x`` (bit set = not NaN, LSB first) into ``bitmap``
+    (``ceil(len(x) / 8)`` bytes); returns the number of NaNs (Arrow NULLs)."""
+    n = len(x)
+    nulls = 0
+    full = n // 8
+    for k in range(full):
+        byte = 0
+        base = k * 8
+        for b in range(8):
+            v = x[base + b]
+            if v == v:
+                byte |= 1 << b
+            else:
+                nulls += 1
+        bitmap[k] = byte
+    if full * 8 < n:
+        byte = 0
+        for b in range(n - full * 8):
+            v = x[full * 8 + b]
+            if v == v:
+                byte |= 1 << b
+            else:
+                nulls += 1
+        bitmap[full] = byte
+    return nulls
