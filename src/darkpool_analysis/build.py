@@ -43,8 +43,8 @@ from darkpool_analysis.metrics import (
     PRICE_INPUT_COLUMNS,
     SHORT_INPUT_COLUMNS,
     SHORT_SOURCES,
-    assemble_grid,
-    compute_daily_metrics,
+    assemble_grid_arrays,
+    compute_daily_metrics_arrow,
     session_numbers_of,
     warmup_block_floor,
 )
@@ -317,10 +317,11 @@ def _table_columns(conn: duckdb.DuckDBPyConnection) -> list[str]:
         "WHERE table_name = 'daily_metrics' ORDER BY ordinal_position").fetchall()]
 
 
-def _to_arrow(metrics: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
-    """One computed batch as an Arrow table in the table's column order (``select`` raises
-    on a missing column). Runs in the computing thread, off the insert thread's path."""
-    return pa.Table.from_pandas(metrics, preserve_index=False).select(list(columns))
+def _to_arrow(metrics: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """One computed batch (:func:`~darkpool_analysis.metrics.compute_daily_metrics_arrow`,
+    schema :data:`~darkpool_analysis.metrics.DAILY_METRICS_ARROW_SCHEMA`) in the table's
+    column order (``select`` raises on a missing column; no copy)."""
+    return metrics.select(list(columns))
 
 
 def _insert_metrics(conn: duckdb.DuckDBPyConnection, table: pa.Table) -> float:
@@ -434,10 +435,9 @@ def build_metrics(
     def compute(batch_spans: pd.DataFrame, inputs: tuple[pd.DataFrame, ...],
                 columns: Sequence[str]) -> pa.Table:
         short, prices, lit, otc = inputs
-        grid = assemble_grid(short, prices, lit, spans=batch_spans)
-        metrics = compute_daily_metrics(grid, settings, otc, otc_alignment=alignment)
-        if write_from is not None:
-            metrics = metrics.loc[metrics["date"].to_numpy() >= write_from.to_datetime64()]
+        grid = assemble_grid_arrays(short, prices, lit, spans=batch_spans)
+        metrics = compute_daily_metrics_arrow(grid, settings, otc, otc_alignment=alignment,
+                                              write_from=write_from)
         return _to_arrow(metrics, columns)
 
     written = done = 0

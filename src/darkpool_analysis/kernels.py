@@ -177,3 +177,32 @@ def validity_bitmap(x: np.ndarray, bitmap: np.ndarray) -> int:
                 nulls += 1
         bitmap[full] = byte
     return nulls
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def grid_positions(codes: np.ndarray, days: np.ndarray, slot_of_day: np.ndarray, day0: int,
+                   first_slot: np.ndarray, lengths: np.ndarray, offsets: np.ndarray,
+                   flag: np.ndarray, pos: np.ndarray) -> int:
+    """Grid row of each input row (symbol code, day) into ``pos`` (-1: unknown symbol, not a
+    session, outside the symbol's span), setting ``flag`` at every row hit; returns the
+    number of rows that hit an already flagged grid row (duplicate (symbol, date) keys)."""
+    duplicates = 0
+    n_days = len(slot_of_day)
+    for k in range(len(codes)):
+        code = codes[k]
+        offset = days[k] - day0
+        pos[k] = -1
+        if code < 0 or offset < 0 or offset >= n_days:
+            continue
+        slot = slot_of_day[offset]
+        if slot < 0:
+            continue
+        rel = slot - first_slot[code]
+        if rel < 0 or rel >= lengths[code]:
+            continue
+        row = offsets[code] + rel
+        if flag[row]:
+            duplicates += 1
+        flag[row] = True
+        pos[k] = row
+    return duplicates

@@ -170,33 +170,34 @@ class _Layout:
         days = self.session_days[sn] if self.size else np.empty(0, dtype=np.int64)
         return codes, days, sn.astype(np.int64)
 
-    def positions(self, frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Grid position of each row of ``frame`` and the mask of rows that are on the grid."""
-        codes = _symbol_codes(frame["symbol"], self.categories)
+    def positions(self, frame: pd.DataFrame,
+                  name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grid position of each row of ``frame`` on the grid, the mask of those rows, and
+        the grid's flag of rows hit (its ``has_*`` column)."""
+        from darkpool_analysis import kernels
+
+        codes = _symbol_codes(frame["symbol"], self.categories).astype(np.int64, copy=False)
         days = _to_days(frame["date"])
-        if len(self.session_days):
-            # Day -> session slot by table lookup (the span is a few thousand days).
-            day0 = int(self.session_days[0])
-            table = np.full(int(self.session_days[-1]) - day0 + 1, -1, dtype=np.int64)
-            table[self.session_days - day0] = np.arange(len(self.session_days))
-            offset = days - day0
-            inside = (offset >= 0) & (offset < len(table))
-            sn = np.where(inside, table[np.where(inside, offset, 0)], -1)
-            on_session = sn >= 0
-        else:
-            sn = np.zeros(len(days), dtype=np.int64)
-            on_session = np.zeros(len(days), dtype=bool)
-        known = codes >= 0
-        safe = np.where(known, codes, 0)
-        rel = sn - self.first_sn[safe]
-        keep = known & on_session & (rel >= 0) & (rel < self.lengths[safe])
-        dropped = int((~keep).sum())
+        flag = np.zeros(self.size, dtype=bool)
+        if len(self.session_days) == 0 or len(days) == 0:
+            return np.empty(0, dtype=np.int64), np.zeros(len(days), dtype=bool), flag
+        # Day -> session slot by table lookup (the span is a few thousand days).
+        day0 = int(self.session_days[0])
+        slot_of_day = np.full(int(self.session_days[-1]) - day0 + 1, -1, dtype=np.int64)
+        slot_of_day[self.session_days - day0] = np.arange(len(self.session_days))
+        pos = np.empty(len(days), dtype=np.int64)
+        duplicates = kernels.grid_positions(
+            np.ascontiguousarray(codes), np.ascontiguousarray(days), slot_of_day, day0,
+            self.first_sn.astype(np.int64), self.lengths.astype(np.int64),
+            self.offsets.astype(np.int64), flag, pos)
+        if duplicates:
+            raise ValueError(f"{name}: more than one row for the same (symbol, date)")
+        keep = pos >= 0
+        dropped = len(pos) - int(np.count_nonzero(keep))
         if dropped:
             log.debug("%s: %d rows outside the session grid ignored", name, dropped)
-        pos = (self.offsets[safe] + rel)[keep]
-        if len(pos) and np.bincount(pos, minlength=self.size).max() > 1:
-            raise ValueError(f"{name}: more than one row for the same (symbol, date)")
-        return pos, keep
+            pos = pos[keep]
+        return pos, keep, flag
 
 
 def _scatter(size: int, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -378,34 +379,25 @@ def assemble_grid_arrays(
     labels: dict[str, Labels] = {}
     flags: dict[str, np.ndarray] = {}
 
-    pos, keep = layout.positions(short, "short")
+    pos, keep, flags["has_short"] = layout.positions(short, "short")
     rows = short.loc[keep] if not keep.all() else short
     for column in _SHORT_VALUES:
         values[column] = _scatter(size, pos, _float(rows, column))
     labels["short_source"] = _scatter_labels(size, pos, rows["short_source"], SHORT_SOURCES)
-    flags["has_short"] = _flag(size, pos)
 
-    pos, keep = layout.positions(prices, "prices")
+    pos, keep, flags["has_price"] = layout.positions(prices, "prices")
     rows = prices.loc[keep] if not keep.all() else prices
     for column in _PRICE_VALUES:
         values[column] = _scatter(size, pos, _float(rows, column))
-    flags["has_price"] = _flag(size, pos)
 
-    pos, keep = layout.positions(lit, "lit")
+    pos, keep, flags["has_lit"] = layout.positions(lit, "lit")
     rows = lit.loc[keep] if not keep.all() else lit
     for column in _LIT_VALUES:
         values[column] = _scatter(size, pos, _float(rows, column))
     labels["lit_method"] = _scatter_labels(size, pos, rows["lit_method"])
-    flags["has_lit"] = _flag(size, pos)
     return GridArrays(codes=codes.astype(np.int32), categories=categories, days=days,
                       session_number=slots + first_number, values=values, labels=labels,
                       flags=flags)
-
-
-def _flag(size: int, pos: np.ndarray) -> np.ndarray:
-    flag = np.zeros(size, dtype=bool)
-    flag[pos] = True
-    return flag
 
 
 def session_numbers_of(dates: pd.Series | np.ndarray) -> np.ndarray:
@@ -527,16 +519,18 @@ def _empty_otc() -> pd.DataFrame:
 
 
 def _merge_otc(grid: GridArrays, otc: pd.DataFrame | None,
-               default_alignment: str | None = None) -> dict[str, object]:
+               default_alignment: str | None, null: np.ndarray) -> dict[str, object]:
     """OTC columns aligned on the grid (NULL, status 'None', has_otc False where absent;
-    ``otc_alignment`` = ``default_alignment`` there). Labels come as :class:`Labels`."""
+    ``otc_alignment`` = ``default_alignment`` there). Labels come as :class:`Labels`;
+    without OTC rows the float and week columns are ``null`` (the shared NaN array)."""
     size = len(grid)
-    out: dict[str, object] = {c: np.full(size, np.nan) for c in _OTC_VALUES}
-    week = np.full(size, np.datetime64("NaT"), dtype="datetime64[ns]")
+    out: dict[str, object] = {c: null for c in _OTC_VALUES}
+    week: np.ndarray = null
     status = np.full(size, OTC_STATUSES.index("None"), dtype=np.int8)
     has_otc = np.zeros(size, dtype=bool)
     alignment: np.ndarray | None = None
     if otc is not None and len(otc):
+        week = np.full(size, np.datetime64("NaT"), dtype="datetime64[ns]")
         alignment = np.full(size, default_alignment, dtype=object)
         codes = grid.codes.astype(np.int64)
         # The grid is sorted by (symbol, date): find each OTC row by its combined key.
@@ -584,13 +578,18 @@ def _zone_labels(display: np.ndarray) -> Labels:
 def _confidence(status_codes: np.ndarray, has_short: np.ndarray, has_lit: np.ndarray,
                 has_price: np.ndarray, lit_flow_imbalance: np.ndarray) -> np.ndarray:
     """:func:`confidence_score` from ``otc_status`` codes (-1 = NULL, read as 'None')."""
-    by_code = np.array([_STALENESS[name] for name in OTC_STATUSES] + [_STALENESS["None"]])
-    staleness = by_code[status_codes]  # code -1 (unknown/NULL) -> the last entry, 'None'
-    missing = 3 - (has_short.astype(np.int8) + has_lit.astype(np.int8)
-                   + has_price.astype(np.int8))
-    coverage = _COVERAGE_BY_MISSING[missing]
-    coverage = np.where(np.isnan(lit_flow_imbalance), coverage * 0.9, coverage)
-    return np.clip(staleness * coverage, 0.25, 1.0)
+    # Every combination of (status, sources present, imbalance NULL) takes one of 32 values:
+    # compute those with the formula's own operations, then look each row's up.
+    staleness = np.array([_STALENESS[name] for name in OTC_STATUSES] + [_STALENESS["None"]])
+    coverage = _COVERAGE_BY_MISSING[3 - np.arange(4)]          # by number of sources present
+    coverage = np.stack([coverage, coverage * 0.9], axis=1)   # x0.9 when imbalance is NULL
+    table = np.clip(staleness[:, None, None] * coverage[None, :, :], 0.25, 1.0).ravel()
+    index = (has_short.astype(np.int8) + has_lit.astype(np.int8)
+             + has_price.astype(np.int8)) * np.int8(2)
+    index += np.isnan(lit_flow_imbalance)
+    # code -1 (unknown/NULL) reads as 'None', the last staleness entry
+    status = np.where(status_codes < 0, len(OTC_STATUSES), status_codes).astype(np.int16)
+    return table[status * np.int16(8) + index]
 
 
 def confidence_score(
@@ -618,10 +617,12 @@ COMPUTE_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
                            otc: pd.DataFrame | None,
-                           otc_alignment: str | None) -> dict[str, object]:
+                           otc_alignment: str | None
+                           ) -> tuple[dict[str, object], np.ndarray]:
     """Every ``daily_metrics`` column of ``grid``: float/bool arrays, :class:`Labels`, int64
     days for ``date`` and ``datetime64[ns]`` for ``otc_week_used`` (the one computation
-    behind :func:`compute_daily_metrics` and :func:`compute_daily_metrics_arrow`)."""
+    behind :func:`compute_daily_metrics` and :func:`compute_daily_metrics_arrow`), and the
+    all-NaN array that every wholly NULL float column is (the same object)."""
     size = len(grid)
     starts = group_starts(grid.codes)
     session_numbers = grid.session_number
@@ -636,10 +637,15 @@ def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
     pending: list[Future[None]] = []
     from darkpool_analysis import kernels
 
+    # Wholly NULL columns (no lit or OTC data in the batch, and what derives from them) all
+    # share one NaN array: no allocation or computation each, and the Arrow table marks
+    # them as plain nulls.
+    null = np.full(size, np.nan)
+
     def z(values: np.ndarray, window: int = short_window) -> np.ndarray:
-        out = np.full(size, np.nan)
-        if size == 0 or np.isnan(values).all():
-            return out
+        if values is null or size == 0 or np.isnan(values).all():
+            return null
+        out = np.empty(size)  # the tasks write every row
         x = np.ascontiguousarray(values, dtype=np.float64)
         args = (x, starts, session_numbers)
         tail = (window, block_size(window), min_periods, kernels.CONDITION_LIMIT, out)
@@ -683,37 +689,46 @@ def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
         })
 
         # Combined flow: NULL parts count as 0; NULL when all four are NULL.
-        lit_buy, lit_sell = col["lit_buy_volume"], col["lit_sell_volume"]
-        parts = (buy, lit_buy, sell, lit_sell)
-        any_part = ~np.logical_and.reduce([np.isnan(p) for p in parts])
-        buys = np.nan_to_num(buy) + np.nan_to_num(lit_buy)
-        sells = np.nan_to_num(sell) + np.nan_to_num(lit_sell)
+        has_lit = grid.flags["has_lit"]
+        any_lit = bool(has_lit.any())
+        lit_buy = col["lit_buy_volume"] if any_lit else null
+        lit_sell = col["lit_sell_volume"] if any_lit else null
+        buy_0, sell_0 = _zero_nan(buy), _zero_nan(sell)
+        if any_lit:
+            any_part = ~np.logical_and.reduce([np.isnan(p) for p in (buy, lit_buy, sell,
+                                                                       lit_sell)])
+            buys, sells = buy_0 + _zero_nan(lit_buy), sell_0 + _zero_nan(lit_sell)
+        else:  # lit parts all NULL: + 0.0 is what adding their zeros does, bit for bit
+            any_part = ~(np.isnan(buy) & np.isnan(sell))
+            buys, sells = buy_0 + 0.0, sell_0 + 0.0
         vw_flow = np.where(any_part, buys - sells, np.nan)
         out.update({"vw_flow": vw_flow, "vw_flow_z": z(vw_flow),
                     "combined_ratio": _ratio(buys, sells, sells != 0)})
 
         # Lit block.
-        lit_total = lit_buy + lit_sell
-        enough = (lit_total >= settings.min_lit_volume) & (lit_total > 0)
-        lit_buy_ratio = _ratio(lit_buy, lit_total, enough)
-        imbalance = _ratio(lit_buy - lit_sell, lit_total, enough)
-        log_buy_sell = np.full(size, np.nan)
-        both = (lit_buy > 0) & (lit_sell > 0)
-        log_buy_sell[both] = np.log(lit_buy[both] / lit_sell[both])
+        if any_lit:
+            lit_total = lit_buy + lit_sell
+            enough = (lit_total >= settings.min_lit_volume) & (lit_total > 0)
+            lit_buy_ratio = _ratio(lit_buy, lit_total, enough)
+            imbalance = _ratio(lit_buy - lit_sell, lit_total, enough)
+            log_buy_sell = np.full(size, np.nan)
+            both = (lit_buy > 0) & (lit_sell > 0)
+            log_buy_sell[both] = np.log(lit_buy[both] / lit_sell[both])
+        else:
+            lit_total = lit_buy_ratio = imbalance = log_buy_sell = null
         out.update({
             "lit_buy_volume": lit_buy, "lit_sell_volume": lit_sell,
             "lit_total_volume": lit_total, "lit_buy_ratio": lit_buy_ratio,
             "log_buy_sell": log_buy_sell, "lit_flow_imbalance": imbalance,
             "lit_flow_imbalance_z": z(imbalance), "lit_buy_ratio_z": z(lit_buy_ratio),
             "lit_method": grid.labels["lit_method"],
-            "lit_coverage_pct": col["lit_coverage_pct"],
+            "lit_coverage_pct": col["lit_coverage_pct"] if any_lit else null,
         })
 
         # OTC block (computed elsewhere, point in time) merged as given.
-        otc_cols = _merge_otc(grid, otc, otc_alignment)
+        otc_cols = _merge_otc(grid, otc, otc_alignment, null)
         out.update(otc_cols)
-        has_short, has_lit = grid.flags["has_short"], grid.flags["has_lit"]
-        has_price = grid.flags["has_price"]
+        has_short, has_price = grid.flags["has_short"], grid.flags["has_price"]
         status = otc_cols["otc_status"]
         assert isinstance(status, Labels)
         out["confidence"] = _confidence(status.codes, has_short, has_lit, has_price, imbalance)
@@ -731,8 +746,12 @@ def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
 
     # Composite score (needs the z-scores).
     short_z = np.asarray(out[settings.accumulation_short_z_source], dtype=float)
-    score = composite_score(short_z, out["lit_flow_imbalance_z"], out["return_z"],
-                            out["otc_participation_z"], settings)
+
+    def or_none(name: str) -> np.ndarray | None:  # a NULL column weighs 0 in the score
+        return None if out[name] is null else np.asarray(out[name])
+
+    score = composite_score(short_z, or_none("lit_flow_imbalance_z"), or_none("return_z"),
+                            or_none("otc_participation_z"), settings)
     display = (score + 1.0) * 50.0
     out.update({
         "accumulation_score": score,
@@ -742,7 +761,13 @@ def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
                                               (settings.accumulation_short_z_source,)),
         "inference_version": Labels(np.zeros(size, dtype=np.int8), (INFERENCE_VERSION,)),
     })
-    return out
+    return out, null
+
+
+def _zero_nan(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN replaced by 0 (``np.nan_to_num`` without its inf handling, which
+    finite volumes never need)."""
+    return np.where(np.isnan(values), 0.0, values)
 
 
 def compute_daily_metrics(
@@ -768,12 +793,14 @@ def compute_daily_metrics(
     table.
     """
     arrays = grid if isinstance(grid, GridArrays) else GridArrays.from_frame(grid)
-    columns = _daily_metrics_columns(arrays, settings, otc, otc_alignment)
+    columns, null = _daily_metrics_columns(arrays, settings, otc, otc_alignment)
     data: dict[str, object] = {}
     for name in DAILY_METRICS_COLUMNS:
         value = columns[name]
         data[name] = value.categorical() if isinstance(value, Labels) else value
     data["date"] = _days_to_stamps(arrays.days)
+    if columns["otc_week_used"] is null:
+        data["otc_week_used"] = np.full(len(arrays), np.datetime64("NaT"), "datetime64[ns]")
     index = grid.index if isinstance(grid, pd.DataFrame) else None
     # copy=False: no consolidation of ~45 float columns into one 2-D block (a full copy).
     return pd.DataFrame(data, columns=list(DAILY_METRICS_COLUMNS), index=index, copy=False)
@@ -835,7 +862,7 @@ def compute_daily_metrics_arrow(
     dated on or after it (a range build's warm-up rows are computed, not returned).
     """
     arrays = grid if isinstance(grid, GridArrays) else GridArrays.from_frame(grid)
-    columns = _daily_metrics_columns(arrays, settings, otc, otc_alignment)
+    columns, null = _daily_metrics_columns(arrays, settings, otc, otc_alignment)
     keep: np.ndarray | None = None
     if write_from is not None:
         first_day = int(np.datetime64(pd.Timestamp(write_from).date(), "D").astype(np.int64))
@@ -847,6 +874,10 @@ def compute_daily_metrics_arrow(
         value = columns[field.name]
         if isinstance(value, Labels):
             result.append(_label_array(value, field.type.index_type, keep))
+            continue
+        n_rows = len(arrays) if keep is None else int(np.count_nonzero(keep))
+        if value is null:
+            result.append(pa.nulls(n_rows, type=field.type))
             continue
         data = np.asarray(value)
         if keep is not None:
