@@ -32,6 +32,9 @@ import numpy as np
 #: ``mag / CONDITION_LIMIT`` (sliding sums may then have lost more than ~1e-12 relative).
 CONDITION_LIMIT = 1e3
 
+#: Set bits of every byte value.
+_POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.int64)
+
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _two_pass(x: np.ndarray, lo: int, hi: int) -> tuple[float, float, int]:
@@ -153,30 +156,26 @@ def rolling_zscore_kernel(x: np.ndarray, group_start: np.ndarray, session: np.nd
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def validity_bitmap(x: np.ndarray, bitmap: np.ndarray) -> int:
     """Arrow validity bitmap of ``x`` (bit set = not NaN, LSB first) into ``bitmap``
-    (``ceil(len(x) / 8)`` bytes); returns the number of NaNs (Arrow NULLs)."""
+    (``ceil(len(x) / 8)`` bytes); returns the number of NaNs (Arrow NULLs). Branch-free."""
     n = len(x)
-    nulls = 0
+    valid = 0
     full = n // 8
     for k in range(full):
-        byte = 0
         base = k * 8
+        byte = 0
         for b in range(8):
             v = x[base + b]
-            if v == v:
-                byte |= 1 << b
-            else:
-                nulls += 1
+            byte |= np.int64(v == v) << b
+        valid += _POPCOUNT[byte]
         bitmap[k] = byte
     if full * 8 < n:
         byte = 0
         for b in range(n - full * 8):
             v = x[full * 8 + b]
-            if v == v:
-                byte |= 1 << b
-            else:
-                nulls += 1
+            byte |= np.int64(v == v) << b
+        valid += _POPCOUNT[byte]
         bitmap[full] = byte
-    return nulls
+    return n - valid
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
@@ -206,3 +205,56 @@ def grid_positions(codes: np.ndarray, days: np.ndarray, slot_of_day: np.ndarray,
         flag[row] = True
         pos[k] = row
     return duplicates
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def row_columns(buy: np.ndarray, total: np.ndarray, close: np.ndarray, high: np.ndarray,
+                low: np.ndarray, group_start: np.ndarray, lit_buy: np.ndarray,
+                lit_sell: np.ndarray, any_lit: bool, min_lit_volume: float,
+                sell: np.ndarray, short_ratio: np.ndarray, buy_sell: np.ndarray,
+                return_1d: np.ndarray, range_pct: np.ndarray, vw_flow: np.ndarray,
+                combined_ratio: np.ndarray, lit_total: np.ndarray, lit_buy_ratio: np.ndarray,
+                imbalance: np.ndarray) -> None:
+    """The row-local ``daily_metrics`` columns in one pass (metrics-spec formulas; the same
+    IEEE operations as their numpy form, so the same bits). Lit outputs are written only
+    when ``any_lit`` (otherwise the lit inputs are all NULL and so are those columns)."""
+    nan = np.nan
+    for i in range(len(buy)):
+        b = buy[i]
+        t = total[i]
+        d = t - b
+        s = d if d != d or d > 0.0 else 0.0          # max(total - buy, 0), NaN stays NaN
+        if d == 0.0:
+            s = d
+        sell[i] = s
+        short_ratio[i] = b / t if t != 0.0 else nan
+        buy_sell[i] = b / s if s > 0.0 else nan
+        c = close[i]
+        if i == group_start[i]:
+            return_1d[i] = nan
+        else:
+            p = close[i - 1]
+            return_1d[i] = (c / p if p != 0.0 else nan) - 1.0
+        range_pct[i] = (high[i] - low[i]) / c if c != 0.0 else nan
+        b0 = 0.0 if b != b else b
+        s0 = 0.0 if s != s else s
+        if any_lit:
+            lb = lit_buy[i]
+            ls = lit_sell[i]
+            any_part = (b == b) or (s == s) or (lb == lb) or (ls == ls)
+            buys = b0 + (0.0 if lb != lb else lb)
+            sells = s0 + (0.0 if ls != ls else ls)
+            lt = lb + ls
+            lit_total[i] = lt
+            if lt >= min_lit_volume and lt > 0.0:
+                lit_buy_ratio[i] = lb / lt
+                imbalance[i] = (lb - ls) / lt
+            else:
+                lit_buy_ratio[i] = nan
+                imbalance[i] = nan
+        else:
+            any_part = (b == b) or (s == s)
+            buys = b0 + 0.0
+            sells = s0 + 0.0
+        vw_flow[i] = buys - sells if any_part else nan
+        combined_ratio[i] = buys / sells if sells != 0.0 else nan

@@ -235,6 +235,8 @@ class GridArrays:
     values: dict[str, np.ndarray]
     labels: dict[str, Labels]
     flags: dict[str, np.ndarray]
+    #: Index of the first row of each row's symbol.
+    group_start: np.ndarray
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -274,6 +276,7 @@ class GridArrays:
             values={c: grid[c].to_numpy(dtype=float) for c in _GRID_FLOATS},
             labels={c: labels_of(c) for c in ("short_source", "lit_method")},
             flags={c: grid[c].to_numpy(dtype=bool) for c in ("has_short", "has_price", "has_lit")},
+            group_start=group_starts(codes),
         )
 
 
@@ -397,7 +400,8 @@ def assemble_grid_arrays(
     labels["lit_method"] = _scatter_labels(size, pos, rows["lit_method"])
     return GridArrays(codes=codes.astype(np.int32), categories=categories, days=days,
                       session_number=slots + first_number, values=values, labels=labels,
-                      flags=flags)
+                      flags=flags,
+                      group_start=np.repeat(layout.offsets, layout.lengths).astype(np.int64))
 
 
 def session_numbers_of(dates: pd.Series | np.ndarray) -> np.ndarray:
@@ -566,26 +570,26 @@ def _merge_otc(grid: GridArrays, otc: pd.DataFrame | None,
     return out
 
 
-def _zone_labels(display: np.ndarray) -> Labels:
-    """:func:`~darkpool_analysis.scoring.zone_label` as codes (same thresholds; NULL where
-    ``display`` is NaN)."""
+def _zone_codes(display: np.ndarray) -> np.ndarray:
+    """:func:`~darkpool_analysis.scoring.zone_label` as codes into :data:`ZONE_LABELS`
+    (same thresholds; -1 = NULL where ``display`` is NaN)."""
     codes = np.where(display >= ACCUMULATION_THRESHOLD, 0,
                      np.where(display <= DISTRIBUTION_THRESHOLD, 1, 2)).astype(np.int8)
     codes[np.isnan(display)] = -1
-    return Labels(codes, ZONE_LABELS)
+    return codes
 
 
-def _confidence(status_codes: np.ndarray, has_short: np.ndarray, has_lit: np.ndarray,
-                has_price: np.ndarray, lit_flow_imbalance: np.ndarray) -> np.ndarray:
-    """:func:`confidence_score` from ``otc_status`` codes (-1 = NULL, read as 'None')."""
+def _confidence_of(status_codes: np.ndarray, present: np.ndarray,
+                   lit_flow_imbalance: np.ndarray) -> np.ndarray:
+    """:func:`confidence_score` from ``otc_status`` codes (-1 = NULL, read as 'None') and
+    the number of (short, lit, price) sources present per row."""
     # Every combination of (status, sources present, imbalance NULL) takes one of 32 values:
     # compute those with the formula's own operations, then look each row's up.
     staleness = np.array([_STALENESS[name] for name in OTC_STATUSES] + [_STALENESS["None"]])
     coverage = _COVERAGE_BY_MISSING[3 - np.arange(4)]          # by number of sources present
     coverage = np.stack([coverage, coverage * 0.9], axis=1)   # x0.9 when imbalance is NULL
     table = np.clip(staleness[:, None, None] * coverage[None, :, :], 0.25, 1.0).ravel()
-    index = (has_short.astype(np.int8) + has_lit.astype(np.int8)
-             + has_price.astype(np.int8)) * np.int8(2)
+    index = present * np.int8(2)
     index += np.isnan(lit_flow_imbalance)
     # code -1 (unknown/NULL) reads as 'None', the last staleness entry
     status = np.where(status_codes < 0, len(OTC_STATUSES), status_codes).astype(np.int16)
@@ -607,8 +611,9 @@ def confidence_score(
     status = otc_status if (isinstance(otc_status, pd.Categorical)
                             and list(otc_status.categories) == list(OTC_STATUSES)) \
         else pd.Categorical(otc_status, categories=list(OTC_STATUSES))
-    return _confidence(np.asarray(status.codes), has_short, has_lit, has_price,
-                       lit_flow_imbalance)
+    present = (np.asarray(has_short, dtype=np.int8) + np.asarray(has_lit, dtype=np.int8)
+               + np.asarray(has_price, dtype=np.int8))
+    return _confidence_of(np.asarray(status.codes), present, lit_flow_imbalance)
 
 
 #: Threads running the compiled rolling kernels (they release the GIL) over symbol chunks.
@@ -624,7 +629,7 @@ def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
     behind :func:`compute_daily_metrics` and :func:`compute_daily_metrics_arrow`), and the
     all-NaN array that every wholly NULL float column is (the same object)."""
     size = len(grid)
-    starts = group_starts(grid.codes)
+    starts = grid.group_start
     session_numbers = grid.session_number
     short_window, min_periods = settings.short_z_window, settings.zscore_min_periods
 
@@ -661,11 +666,24 @@ def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
         out: dict[str, object] = {"symbol": Labels(grid.codes, grid.categories),
                                   "date": grid.days}
 
-        # Short-sale block. B = ShortVolume (proxy), S = max(Total - Short, 0).
-        buy, total = col["short_volume"], col["total_volume"]
-        sell = np.maximum(total - buy, 0.0)  # NaN stays NaN
-        short_ratio = _ratio(buy, total, total != 0)
-        buy_sell = _ratio(buy, sell, sell > 0)
+        # Row-local columns in one compiled pass (metrics-spec):
+        # short sale: B = ShortVolume (proxy), S = max(Total - Short, 0), B/Total, B/S;
+        # price: return_1d against the previous grid row of the same symbol (the previous
+        # session), (high - low) / close;
+        # combined flow: NULL parts count as 0, NULL when all four are NULL;
+        # lit: totals, ratios and imbalance where the lit total reaches min_lit_volume.
+        buy, total, close = col["short_volume"], col["total_volume"], col["close"]
+        any_lit = bool(grid.flags["has_lit"].any())
+        lit_buy = col["lit_buy_volume"] if any_lit else null
+        lit_sell = col["lit_sell_volume"] if any_lit else null
+        sell, short_ratio, buy_sell, return_1d, range_pct, vw_flow, combined = (
+            np.empty(size) for _ in range(7))
+        lit_total, lit_buy_ratio, imbalance = ((np.empty(size) for _ in range(3)) if any_lit
+                                               else (null, null, null))
+        kernels.row_columns(buy, total, close, col["high"], col["low"], starts, lit_buy,
+                            lit_sell, any_lit, float(settings.min_lit_volume), sell,
+                            short_ratio, buy_sell, return_1d, range_pct, vw_flow, combined,
+                            lit_total, lit_buy_ratio, imbalance)
         out.update({
             "short_volume": buy, "short_exempt_volume": col["short_exempt_volume"],
             "total_volume": total, "short_source": grid.labels["short_source"],
@@ -674,48 +692,17 @@ def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
             "short_buy_sell_ratio_z": z(buy_sell), "short_ratio_z": z(short_ratio),
             "finra_buy_volume_z": z(buy),
         })
-
-        # Price block. The previous grid row of the same symbol is the previous session.
-        close = col["close"]
-        previous_close = np.full(size, np.nan)
-        if size > 1:
-            previous_close[1:] = close[:-1]
-        previous_close[starts == np.arange(size)] = np.nan
-        return_1d = _ratio(close, previous_close, previous_close != 0) - 1.0
         out.update({c: col[c] for c in _PRICE_VALUES})
         out.update({
             "return_1d": return_1d, "return_z": z(return_1d, settings.return_z_window),
-            "range_pct": _ratio(col["high"] - col["low"], close, close != 0),
+            "range_pct": range_pct,
         })
-
-        # Combined flow: NULL parts count as 0; NULL when all four are NULL.
-        has_lit = grid.flags["has_lit"]
-        any_lit = bool(has_lit.any())
-        lit_buy = col["lit_buy_volume"] if any_lit else null
-        lit_sell = col["lit_sell_volume"] if any_lit else null
-        buy_0, sell_0 = _zero_nan(buy), _zero_nan(sell)
+        out.update({"vw_flow": vw_flow, "vw_flow_z": z(vw_flow), "combined_ratio": combined})
+        log_buy_sell = null
         if any_lit:
-            any_part = ~np.logical_and.reduce([np.isnan(p) for p in (buy, lit_buy, sell,
-                                                                       lit_sell)])
-            buys, sells = buy_0 + _zero_nan(lit_buy), sell_0 + _zero_nan(lit_sell)
-        else:  # lit parts all NULL: + 0.0 is what adding their zeros does, bit for bit
-            any_part = ~(np.isnan(buy) & np.isnan(sell))
-            buys, sells = buy_0 + 0.0, sell_0 + 0.0
-        vw_flow = np.where(any_part, buys - sells, np.nan)
-        out.update({"vw_flow": vw_flow, "vw_flow_z": z(vw_flow),
-                    "combined_ratio": _ratio(buys, sells, sells != 0)})
-
-        # Lit block.
-        if any_lit:
-            lit_total = lit_buy + lit_sell
-            enough = (lit_total >= settings.min_lit_volume) & (lit_total > 0)
-            lit_buy_ratio = _ratio(lit_buy, lit_total, enough)
-            imbalance = _ratio(lit_buy - lit_sell, lit_total, enough)
             log_buy_sell = np.full(size, np.nan)
             both = (lit_buy > 0) & (lit_sell > 0)
             log_buy_sell[both] = np.log(lit_buy[both] / lit_sell[both])
-        else:
-            lit_total = lit_buy_ratio = imbalance = log_buy_sell = null
         out.update({
             "lit_buy_volume": lit_buy, "lit_sell_volume": lit_sell,
             "lit_total_volume": lit_total, "lit_buy_ratio": lit_buy_ratio,
@@ -731,43 +718,54 @@ def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
         has_short, has_price = grid.flags["has_short"], grid.flags["has_price"]
         status = otc_cols["otc_status"]
         assert isinstance(status, Labels)
-        out["confidence"] = _confidence(status.codes, has_short, has_lit, has_price, imbalance)
-        present = has_short.astype(np.int8) + has_lit.astype(np.int8) \
-            + has_price.astype(np.int8)
+        has_lit = grid.flags["has_lit"]
+        present = has_short.view(np.int8) + has_lit.view(np.int8) + has_price.view(np.int8)
+        out["confidence"] = _confidence_of(status.codes, present, imbalance)
         out["data_quality"] = Labels(
             np.where(present == 3, 0, np.where(present == 0, 2, 1)).astype(np.int8),
             DATA_QUALITY_LEVELS)
         out.update({"has_short": has_short, "has_lit": has_lit, "has_price": has_price})
         for task in pending:
             task.result()
+
+        # Composite score (needs the z-scores), score display and zone: element-wise, so
+        # computed on row ranges in parallel (numpy releases the GIL) with the same bits.
+        short_z = np.asarray(out[settings.accumulation_short_z_source], dtype=float)
+        inputs = [None if out[name] is null else np.asarray(out[name])
+                  for name in ("lit_flow_imbalance_z", "return_z", "otc_participation_z")]
+        score, display = np.empty(size), np.empty(size)
+        zone = np.empty(size, dtype=np.int8)
+
+        def score_rows(lo: int, hi: int) -> None:
+            part = composite_score(short_z[lo:hi],
+                                   *[None if v is None else v[lo:hi] for v in inputs],
+                                   settings)
+            score[lo:hi] = part
+            display[lo:hi] = (part + 1.0) * 50.0
+            zone[lo:hi] = _zone_codes(display[lo:hi])
+
+        bounds = [(lo, hi) for lo, hi in itertools.pairwise(
+            np.linspace(0, size, (COMPUTE_THREADS if pool is not None else 1) + 1,
+                        dtype=np.int64).tolist()) if hi > lo]
+        if pool is None or len(bounds) < 2:
+            for lo, hi in bounds:
+                score_rows(lo, hi)
+        else:
+            for task in [pool.submit(score_rows, lo, hi) for lo, hi in bounds]:
+                task.result()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    # Composite score (needs the z-scores).
-    short_z = np.asarray(out[settings.accumulation_short_z_source], dtype=float)
-
-    def or_none(name: str) -> np.ndarray | None:  # a NULL column weighs 0 in the score
-        return None if out[name] is null else np.asarray(out[name])
-
-    score = composite_score(short_z, or_none("lit_flow_imbalance_z"), or_none("return_z"),
-                            or_none("otc_participation_z"), settings)
-    display = (score + 1.0) * 50.0
     out.update({
         "accumulation_score": score,
         "accumulation_score_display": display,
-        "pressure_context_label": _zone_labels(display),
+        "pressure_context_label": Labels(zone, ZONE_LABELS),
         "accumulation_short_z_source": Labels(np.zeros(size, dtype=np.int8),
                                               (settings.accumulation_short_z_source,)),
         "inference_version": Labels(np.zeros(size, dtype=np.int8), (INFERENCE_VERSION,)),
     })
     return out, null
-
-
-def _zero_nan(values: np.ndarray) -> np.ndarray:
-    """``values`` with NaN replaced by 0 (``np.nan_to_num`` without its inf handling, which
-    finite volumes never need)."""
-    return np.where(np.isnan(values), 0.0, values)
 
 
 def compute_daily_metrics(
@@ -836,14 +834,17 @@ def _float_array(values: np.ndarray) -> pa.Array:
 
 
 def _label_array(labels: Labels, index: pa.DataType, keep: np.ndarray | None) -> pa.Array:
+    """A dictionary array over the label codes (code -1 = NULL)."""
     codes = labels.codes if keep is None else labels.codes[keep]
-    if len(labels.categories) > np.iinfo(index.to_pandas_dtype()).max:
+    dtype = index.to_pandas_dtype()
+    if len(labels.categories) > np.iinfo(dtype).max:
         raise ValueError(f"too many labels for {index}: {len(labels.categories)}")
-    indices = codes.astype(index.to_pandas_dtype(), copy=False)
-    missing = indices < 0
-    mask = missing if missing.any() else None
+    indices = codes.astype(dtype, copy=False)
+    # Codes are -1 or a category's position by construction; min() finds the NULLs cheaply.
+    mask = indices < 0 if len(indices) and indices.min() < 0 else None
     dictionary = pa.array(np.asarray(labels.categories, dtype=object), type=pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(indices, type=index, mask=mask), dictionary)
+    return pa.DictionaryArray.from_arrays(pa.array(indices, type=index, mask=mask), dictionary,
+                                          safe=False)
 
 
 def compute_daily_metrics_arrow(
