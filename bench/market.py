@@ -50,10 +50,10 @@ def generate_scan_db(db_path: Path, symbols: int, sessions: int,
     in ``order`` (``symbol, date`` is how ``darkpool build`` writes); returns the last day."""
     days = trading_calendar.sessions_index(END - dt.timedelta(days=2 * sessions + 30),
                                            END)[-sessions:]
-    with store.open_writer(db_path) as writer, writer.transaction() as conn:
+    with store.open_writer(db_path) as writer:
+        conn = writer.conn
         store.run(conn, "SELECT setseed(0.17)")
-        store.run(conn, f"""
-            INSERT INTO daily_metrics BY NAME
+        rows = conn.execute(f"""
             WITH s AS (SELECT 'S' || lpad(CAST(i AS VARCHAR), 5, '0') AS symbol,
                               exp(2 + 2 * random()) AS price FROM range({symbols}) t(i)),
                  d AS (SELECT unnest($1::DATE[]) AS date),
@@ -76,7 +76,8 @@ def generate_scan_db(db_path: Path, symbols: int, sessions: int,
                    'CNMS' AS short_source, true AS has_short, true AS has_price,
                    random() > 0.2 AS has_lit, true AS has_otc
             FROM base ORDER BY {order}
-        """, [list(days.date)])
+        """, [list(days.date)]).arrow()
+        writer.replace_metrics(rows)
     return days[-1].date()
 
 
@@ -87,22 +88,23 @@ def generate_index_db(db_path: Path, symbols: int, years: float, members: int,
     another joins, some come back)."""
     start = END - dt.timedelta(days=round(365.25 * years))
     days = trading_calendar.sessions_index(start, END)
-    with store.open_writer(db_path) as writer, writer.transaction() as conn:
+    with store.open_writer(db_path) as writer:
+        conn = writer.conn
         store.run(conn, "SELECT setseed(0.42)")
-        store.run(conn, f"""
-            INSERT INTO daily_metrics (symbol, date, short_volume, total_volume, close, volume,
-                                       short_source, has_short, has_price)
+        rows = conn.execute(f"""
             WITH s AS (SELECT i, 'S' || lpad(CAST(i AS VARCHAR), 5, '0') AS symbol,
                               10 + 290 * random() AS base FROM range({symbols}) t(i)),
                  d AS (SELECT unnest($1::DATE[]) AS date)
-            SELECT symbol, date, round(t * (0.3 + 0.3 * random())) AS short_volume, t,
-                   base * (0.8 + 0.4 * random()), round(t * (1.6 + random())),
-                   'CNMS', true, true
+            SELECT symbol, date, round(t * (0.3 + 0.3 * random())) AS short_volume,
+                   t AS total_volume, base * (0.8 + 0.4 * random()) AS close,
+                   round(t * (1.6 + random())) AS volume,
+                   'CNMS' AS short_source, true AS has_short, true AS has_price
             FROM (SELECT s.symbol, s.base, d.date,
                          round(exp(13 + 1.5 * random())) AS t FROM s CROSS JOIN d)
             WHERE random() > 0.01
             ORDER BY symbol, date
-        """, [list(days.date)])
+        """, [list(days.date)]).arrow()
+        writer.replace_metrics(rows)
     rng = np.random.default_rng(seed)
     steady = int(members * 0.9)
     rotating = members - steady

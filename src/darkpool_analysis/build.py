@@ -15,20 +15,21 @@ look that far back), aligned to the rolling layout's blocks
 
 The OTC weekly columns come from :mod:`darkpool_analysis.otc_metrics` (point in time by
 default; ``otc_alignment='week'`` is the original look-ahead, warned about and stored on every
-row). Speed: batches of symbols are read and computed while a worker thread inserts the
-previous batch (see ``bench/build_metrics.py`` and BENCHMARKS.md for the measured figures).
+row). Speed: a reading thread fetches batch k+1 while batch k is computed (compiled kernels,
+Arrow arrays straight from numpy) and a writing thread writes batch k-1 (see
+``bench/build_metrics.py`` and BENCHMARKS.md for the measured figures).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -49,7 +50,8 @@ from darkpool_analysis.metrics import (
     warmup_block_floor,
 )
 from darkpool_analysis.otc_metrics import load_otc_inputs, otc_daily_block
-from darkpool_analysis.store import Writer, read_owed, run
+from darkpool_analysis.store import Writer, covers, read_owed, run
+from darkpool_analysis.store.segments import YearSegmentWriter
 from darkpool_analysis.symbols import to_feed
 from darkpool_analysis.trading_calendar import (
     CALENDAR_START,
@@ -63,11 +65,11 @@ from darkpool_analysis.trading_calendar import (
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 #: Grid rows computed and inserted per batch (bounds peak memory; ~60 columns per row).
 ROWS_PER_BATCH = 1_500_000
-
-#: DuckDB's memory limit during a build (its buffer pool; Python's batches come on top).
-BUILD_MEMORY_LIMIT = "1GB"
 
 #: Facilities whose rows sum to the consolidated (CNMS) row when no CNMS file exists.
 NMS_FACILITIES = ("FNSQ", "FNQC", "FNYX", "FNRA")
@@ -289,34 +291,6 @@ def _batch_inputs(conn: duckdb.DuckDBPyConnection, names: np.ndarray, load_start
     return short_frame, price_frame, lit[list(LIT_INPUT_COLUMNS)]
 
 
-@contextlib.contextmanager
-def bulk_insert_settings(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """DuckDB settings for the build's inserts, restored afterwards.
-
-    ``preserve_insertion_order = false`` lets DuckDB write row groups in any order (readers
-    always sort; the rows themselves are unchanged). ``memory_limit`` =
-    :data:`BUILD_MEMORY_LIMIT` makes DuckDB evict the row groups it has already written to
-    the file instead of caching the whole transaction (12.6 M rows: 7.7 GB peak without it).
-    """
-    previous = conn.execute(
-        "SELECT current_setting('preserve_insertion_order'), current_setting('memory_limit')"
-    ).fetchall()[0]
-    run(conn, "SET preserve_insertion_order = false")
-    run(conn, f"SET memory_limit = '{BUILD_MEMORY_LIMIT}'")
-    try:
-        yield
-    finally:
-        run(conn, f"SET preserve_insertion_order = {bool(previous[0])}")
-        run(conn, f"SET memory_limit = '{previous[1]}'")
-
-
-def _table_columns(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """``daily_metrics`` column names in table order."""
-    return [row[0] for row in conn.execute(
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_name = 'daily_metrics' ORDER BY ordinal_position").fetchall()]
-
-
 def _to_arrow(metrics: pa.Table, columns: Sequence[str]) -> pa.Table:
     """One computed batch (:func:`~darkpool_analysis.metrics.compute_daily_metrics_arrow`,
     schema :data:`~darkpool_analysis.metrics.DAILY_METRICS_ARROW_SCHEMA`) in the table's
@@ -324,16 +298,34 @@ def _to_arrow(metrics: pa.Table, columns: Sequence[str]) -> pa.Table:
     return metrics.select(list(columns))
 
 
-def _insert_metrics(conn: duckdb.DuckDBPyConnection, table: pa.Table) -> float:
-    """Insert one computed batch; returns its seconds.
-
-    Inserted through a relation, not ``register()``: a registered view stays referenced
-    until the transaction commits, which kept every batch of a build alive (12.6 M rows:
-    5 GB peak instead of 2 GB). DuckDB scans Arrow without the GIL.
-    """
+def _timed(function: Callable[[T], R], argument: T) -> tuple[float, R]:
+    """``function(argument)`` and its seconds (for work handed to another thread)."""
     started = time.perf_counter()
-    conn.from_arrow(table).insert_into("daily_metrics")
+    result = function(argument)
+    return time.perf_counter() - started, result
+
+
+def _write_batch(files: YearSegmentWriter, table: pa.Table) -> float:
+    """Append one computed batch to the segment's files; returns its seconds (pyarrow
+    writes without the GIL, so this overlaps the next batch's compute)."""
+    started = time.perf_counter()
+    files.write(table)
     return time.perf_counter() - started
+
+
+def _cover_of(symbols: Sequence[str] | None, start: dt.date | None, end: dt.date | None,
+              ended: pd.DataFrame | None = None) -> covers.Cover:
+    """The rows a build replaces: the requested symbols and range, plus (``ended``:
+    ``symbol, last_date``) rows between a symbol's new last date and ``start``, which a
+    change that removed its later data leaves behind."""
+    cover = [covers.clause(symbols, start, end)]
+    if ended is not None and len(ended) and start is not None:
+        day_before = start - dt.timedelta(days=1)
+        for last_date, group in ended.groupby("last_date"):
+            after = pd.Timestamp(last_date).date() + dt.timedelta(days=1)
+            if after <= day_before:
+                cover.append(covers.clause(group["symbol"], after, day_before))
+    return cover
 
 
 def build_metrics(
@@ -394,7 +386,7 @@ def build_metrics(
                 hint="run `darkpool ingest finra-short` / `darkpool ingest prices` first",
             )
         with writer.transaction() as tx:
-            _delete_affected(tx, requested, first, last)
+            writer.add_segment("daily_metrics", [], 0, _cover_of(requested, first, last))
             if last is None:
                 _settle_covered(tx, requested, first)
         return BuildResult(symbols=0, rows_written=0, start=first, end=last,
@@ -442,42 +434,49 @@ def build_metrics(
 
     written = done = 0
     read_seconds = compute_seconds = write_seconds = 0.0
-    with writer.transaction() as tx, bulk_insert_settings(tx):
-        columns = _table_columns(tx)
-        tick = time.perf_counter()
-        _delete_affected(tx, requested, first, last)
-        if first is not None and last is None:
-            _delete_past_last(tx, full_spans, first)
-        write_seconds += time.perf_counter() - tick
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="daily-metrics-insert") as pool:
-            # Schedule: compute k || insert k-1, then read k+1 (the connection runs one
-            # statement at a time), then hand k to the insert thread.
-            pending: Future[float] | None = None
-            ready: list[tuple[pd.DataFrame, tuple[pd.DataFrame, ...]]] = []
-            for k, part in enumerate(batches):
-                if not ready:
+    ended = (full_spans.loc[pd.to_datetime(full_spans["last_date"]) < pd.Timestamp(first),
+                            ["symbol", "last_date"]]
+             if first is not None and last is None else None)
+    with writer.transaction() as tx:
+        files = YearSegmentWriter(writer, "daily_metrics")
+        columns = files.schema.names
+        try:
+            with ThreadPoolExecutor(max_workers=1,
+                                    thread_name_prefix="daily-metrics-write") as pool, \
+                    ThreadPoolExecutor(max_workers=1,
+                                       thread_name_prefix="daily-metrics-read") as reader:
+                # Schedule: read k+1 || compute k || write k-1 (DuckDB, numpy/numba and
+                # pyarrow release the GIL; only the reading thread uses the connection).
+                pending: Future[float] | None = None
+                next_read = reader.submit(_timed, read, batches[0]) if batches else None
+                for k, part in enumerate(batches):
+                    assert next_read is not None
+                    seconds_read, (batch_spans, inputs) = next_read.result()
+                    read_seconds += seconds_read
+                    next_read = (reader.submit(_timed, read, batches[k + 1])
+                                 if k + 1 < len(batches) else None)
                     tick = time.perf_counter()
-                    ready.append(read(part))
-                    read_seconds += time.perf_counter() - tick
-                batch_spans, inputs = ready.pop()
-                tick = time.perf_counter()
-                metrics = compute(batch_spans, inputs, columns)
-                compute_seconds += time.perf_counter() - tick
-                del inputs
+                    metrics = compute(batch_spans, inputs, columns)
+                    compute_seconds += time.perf_counter() - tick
+                    del inputs
+                    if pending is not None:
+                        write_seconds += pending.result()
+                    pending = pool.submit(_write_batch, files, metrics)
+                    written += metrics.num_rows
+                    del metrics
+                    done += int(approx_rows[part].sum())
+                    if progress is not None:
+                        progress(done, total_rows)
                 if pending is not None:
                     write_seconds += pending.result()
-                if k + 1 < len(batches):
-                    tick = time.perf_counter()
-                    ready.append(read(batches[k + 1]))
-                    read_seconds += time.perf_counter() - tick
-                pending = pool.submit(_insert_metrics, tx, metrics)
-                written += metrics.num_rows
-                del metrics
-                done += int(approx_rows[part].sum())
-                if progress is not None:
-                    progress(done, total_rows)
-            if pending is not None:
-                write_seconds += pending.result()
+            tick = time.perf_counter()
+            paths = files.finish()
+        except BaseException:
+            files.abort()
+            raise
+        writer.add_segment("daily_metrics", paths, written,
+                           _cover_of(requested, first, last, ended))
+        write_seconds += time.perf_counter() - tick
         if len(holes) and first is not None:
             # Sessions between a symbol's previous last date and ``first`` became no-data
             # gap rows when its new data arrived: write them (same values as a full build).
@@ -525,25 +524,6 @@ def _holes_before(conn: duckdb.DuckDBPyConnection, spans: pd.DataFrame,
     hole = after < before_first
     return pd.DataFrame({"symbol": stored["symbol"].to_numpy(dtype=object)[hole],
                          "hole_start": sessions[after[hole]]})
-
-
-def _delete_past_last(conn: duckdb.DuckDBPyConnection, spans: pd.DataFrame,
-                      first: dt.date) -> None:
-    """Delete rows before ``first`` that lie past their symbol's (new) last date: gap rows
-    left behind when a change removed a symbol's later data."""
-    ended = spans.loc[pd.to_datetime(spans["last_date"]) < pd.Timestamp(first),
-                      ["symbol", "last_date"]]
-    if ended.empty:
-        return
-    conn.register("_build_ended", ended)
-    try:
-        run(conn, """
-            DELETE FROM daily_metrics USING _build_ended e
-            WHERE daily_metrics.symbol = e.symbol AND daily_metrics.date > e.last_date
-              AND daily_metrics.date < ?
-        """, [first])
-    finally:
-        conn.unregister("_build_ended")
 
 
 def _settle_covered(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None,
@@ -604,28 +584,3 @@ def settle_owed(writer: Writer, settings: Settings, *,
         compute_seconds=sum(r.compute_seconds for r in results),
         write_seconds=sum(r.write_seconds for r in results),
         otc_alignment=results[-1].otc_alignment)
-
-
-def _delete_affected(conn: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None,
-                     start: dt.date | None, end: dt.date | None) -> None:
-    """Delete the rows a build replaces (the requested symbols and date range).
-
-    A full build (no symbols, no range) empties the table with an unfiltered ``DELETE``.
-    """
-    clauses: list[str] = []
-    params: list[object] = []
-    if symbols is not None:
-        conn.register("_build_delete", pd.DataFrame({"symbol": list(symbols)}))
-        clauses.append("symbol IN (SELECT symbol FROM _build_delete)")
-    if start is not None:
-        clauses.append("date >= ?")
-        params.append(start)
-    if end is not None:
-        clauses.append("date <= ?")
-        params.append(end)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    try:
-        run(conn, f"DELETE FROM daily_metrics{where}", params)
-    finally:
-        if symbols is not None:
-            conn.unregister("_build_delete")

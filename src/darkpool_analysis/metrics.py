@@ -809,11 +809,11 @@ def _dictionary_type(index: pa.DataType) -> pa.DataType:
 
 
 #: Arrow schema of :func:`compute_daily_metrics_arrow` (the same for every batch): symbol and
-#: labels dictionary-encoded strings, dates ``timestamp[ns]`` (as ``pa.Table.from_pandas``
-#: gave them), NULL where a float is NaN.
+#: labels dictionary-encoded strings (codes straight from the computation, no string
+#: materialised), dates ``date32`` (the SQL ``DATE``), NULL where a float is NaN.
 DAILY_METRICS_ARROW_SCHEMA = pa.schema([
     (name, _dictionary_type(pa.int32()) if name == "symbol"
-     else pa.timestamp("ns") if name in ("date", "otc_week_used")
+     else pa.date32() if name in ("date", "otc_week_used")
      else pa.bool_() if name.startswith("has_")
      else _dictionary_type(pa.int8()) if name in _LABEL_COLUMNS
      else pa.float64())
@@ -884,11 +884,12 @@ def compute_daily_metrics_arrow(
         if keep is not None:
             data = data[keep]
         if field.name == "date":
-            stamps = (data.astype(np.int64) * np.int64(86_400_000_000_000)).view(
-                "datetime64[ns]")
-            result.append(pa.array(stamps, type=field.type))
+            result.append(pa.array(data.astype(np.int32), type=pa.date32()))
         elif field.type == pa.float64():
             result.append(_float_array(data))
-        else:  # bools; otc_week_used (NaT -> NULL)
-            result.append(pa.array(data, type=field.type, from_pandas=True))
+        elif field.name == "otc_week_used":  # datetime64[ns], NaT -> NULL
+            result.append(pa.array(data.astype("datetime64[D]"), type=pa.date32(),
+                                   from_pandas=True))
+        else:  # bools
+            result.append(pa.array(data, type=field.type))
     return pa.Table.from_arrays(result, schema=DAILY_METRICS_ARROW_SCHEMA)

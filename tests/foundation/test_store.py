@@ -96,8 +96,11 @@ def test_readers_never_see_the_master_and_cannot_write(db_path: Path) -> None:
         writer.publish()
         assert read_frame(db_path, "SELECT count(*) AS n FROM prices_daily")["n"].item() == 1
         conn = connect_readonly(db_path)
-        with pytest.raises(duckdb.InvalidInputException):
+        # Published tables are views over immutable files, and the connection is read-only.
+        with pytest.raises(duckdb.BinderException, match="base table"):
             conn.execute("DELETE FROM prices_daily")
+        with pytest.raises(duckdb.InvalidInputException, match="read-only"):
+            conn.execute("CREATE TABLE hack AS SELECT 1")
         conn.close()
 
 

@@ -20,7 +20,8 @@ from darkpool_analysis.build import build_metrics
 from darkpool_analysis.cli import app
 from darkpool_analysis.config import load_config
 from darkpool_analysis.metrics import assemble_grid, compute_daily_metrics
-from darkpool_analysis.store import open_writer
+from darkpool_analysis.store import open_writer, store_dir_for
+from darkpool_analysis.store.segments import YearSegmentWriter
 from darkpool_analysis.trading_calendar import sessions_index
 
 SYMBOLS = ["AAA", "BBB", "BRK.B", "CCC", "DDD"]
@@ -85,16 +86,14 @@ def test_builds_in_halves_equal_one_full_build(db_path: Path) -> None:
     full = _table(db_path)
 
     with open_writer(db_path) as writer:
-        with writer.transaction() as tx:
-            tx.execute("DELETE FROM daily_metrics")
+        writer.replace_metrics(None)  # empty the table
         # by date: two ranges, the split in the middle of a rolling window
         build_metrics(writer, cfg, end="2019-07-17")
         build_metrics(writer, cfg, start="2019-07-18")
     pd.testing.assert_frame_equal(_table(db_path), full, check_exact=True)
 
     with open_writer(db_path) as writer:
-        with writer.transaction() as tx:
-            tx.execute("DELETE FROM daily_metrics")
+        writer.replace_metrics(None)  # empty the table
         # by symbol, spelled as a feed would (BRK/B, brk-b)
         build_metrics(writer, cfg, symbols=["AAA", "BRK/B"])
         build_metrics(writer, cfg, symbols=["bbb", "CCC", "DDD"])
@@ -148,24 +147,24 @@ def test_failed_insert_in_the_worker_thread_leaves_the_table_unchanged(
     with open_writer(db_path) as writer:
         build_metrics(writer, cfg)
     before = _table(db_path)
-    real_insert = build_module._insert_metrics
+    real_write = build_module._write_batch
     calls: list[int] = []
 
-    def insert_then_fail(conn: duckdb.DuckDBPyConnection, table: pa.Table) -> float:
+    def write_then_fail(files: YearSegmentWriter, table: pa.Table) -> float:
         calls.append(table.num_rows)
         if len(calls) == 3:
             raise OSError("disk full")
-        return real_insert(conn, table)
+        return real_write(files, table)
 
-    monkeypatch.setattr(build_module, "_insert_metrics", insert_then_fail)
+    data_dir = store_dir_for(db_path) / "data" / "daily_metrics"
+    files_before = sorted(data_dir.iterdir())
+    monkeypatch.setattr(build_module, "_write_batch", write_then_fail)
     with open_writer(db_path) as writer:
         with pytest.raises(OSError, match="disk full"):
             build_metrics(writer, cfg, rows_per_batch=150)
-        # The build's DuckDB settings are restored on the writer's connection.
-        settings_now = writer.conn.execute(
-            "SELECT current_setting('preserve_insertion_order')").fetchall()
-    assert settings_now == [(True,)]
-    assert len(calls) == 3  # two batches were inserted before the failure, then rolled back
+        # The failed build's half-written files are gone; nothing refers to them.
+        assert sorted(data_dir.iterdir()) == files_before
+    assert len(calls) == 3  # two batches were written before the failure, then discarded
     pd.testing.assert_frame_equal(_table(db_path), before)
 
 
