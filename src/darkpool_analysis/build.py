@@ -298,6 +298,14 @@ def _to_arrow(metrics: pa.Table, columns: Sequence[str]) -> pa.Table:
     return metrics.select(list(columns))
 
 
+def _warm_up_kernels() -> None:
+    """Load the compiled kernels (imported here, not at module import: the CLI's start never
+    pays for numba)."""
+    from darkpool_analysis import kernels
+
+    kernels.warm_up()
+
+
 def _timed(function: Callable[[T], R], argument: T) -> tuple[float, R]:
     """``function(argument)`` and its seconds (for work handed to another thread)."""
     started = time.perf_counter()
@@ -449,9 +457,14 @@ def build_metrics(
                 # pyarrow release the GIL; only the reading thread uses the connection).
                 pending: Future[float] | None = None
                 next_read = reader.submit(_timed, read, batches[0]) if batches else None
+                # numba's first-call cost overlaps the first read.
+                warm_up = pool.submit(_warm_up_kernels) if batches else None
                 for k, part in enumerate(batches):
                     assert next_read is not None
                     seconds_read, (batch_spans, inputs) = next_read.result()
+                    if warm_up is not None:
+                        warm_up.result()
+                        warm_up = None
                     read_seconds += seconds_read
                     next_read = (reader.submit(_timed, read, batches[k + 1])
                                  if k + 1 < len(batches) else None)

@@ -258,3 +258,18 @@ def row_columns(buy: np.ndarray, total: np.ndarray, close: np.ndarray, high: np.
             sells = s0 + 0.0
         vw_flow[i] = buys - sells if any_part else nan
         combined_ratio[i] = buys / sells if sells != 0.0 else nan
+
+
+def warm_up() -> None:
+    """Call every kernel once on tiny inputs: loads (or, with a cold cache, compiles) their
+    machine code. The build runs this in an idle thread while DuckDB reads its first batch,
+    so numba's first-call cost overlaps the read instead of adding to it."""
+    x = np.array([1.0, np.nan, 2.0, 4.0])
+    zeros = np.zeros(4, dtype=np.int64)
+    sessions = np.arange(4, dtype=np.int64)
+    out = np.empty(4)
+    rolling_zscore_kernel(x, zeros, sessions, 0, 4, 3, 64, 2, CONDITION_LIMIT, out)
+    validity_bitmap(x, np.empty(1, dtype=np.uint8))
+    row_columns(x, x, x, x, x, zeros, x, x, True, 0.0, *[np.empty(4) for _ in range(10)])
+    grid_positions(zeros, zeros, zeros, 0, zeros[:1], zeros[:1] + 4, zeros[:1],
+                   np.zeros(4, dtype=bool), np.empty(4, dtype=np.int64))
