@@ -11,8 +11,8 @@ its own):
   wall ("no-write s") and CPU seconds, rows/s and peak RSS of that build, its compute part
   ("comp", the computing thread's seconds; "speed-up" is the pandas baseline over it),
   then, in the same process on the same finished Arrow batches (12.6 M rows held in
-  memory, after the peak was taken): the Arrow IPC write (uncompressed, one file: the
-  physical floor of any write), the pyarrow Parquet write (snappy, the batches split into
+  memory, after the peak was taken): the Arrow IPC write (uncompressed stream, one file:
+  the physical floor of any write), the pyarrow Parquet write (snappy, the batches split into
   2 files written by 2 threads), the same after casting to the store's file schema (plain
   strings), and ratios to the floor;
 * ``pandas``: a straightforward pandas implementation of the same short/price columns (merge
@@ -117,7 +117,9 @@ def run_build(db: Path) -> dict[str, float]:
 
 
 def _write_ipc(tables: list[pa.Table], path: Path) -> None:
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, tables[0].schema) as out:
+    """Arrow IPC stream (uncompressed; a stream, since every batch has its own symbol
+    dictionary, which the IPC file format does not allow)."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, tables[0].schema) as out:
         for table in tables:
             out.write_table(table)
 

@@ -102,7 +102,9 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def _days_to_datetime(days: np.ndarray) -> np.ndarray:
-    return days.astype("datetime64[D]").astype("datetime64[ns]")
+    """Days since 1970-01-01 as ``datetime64[s]`` (a unit pandas keeps; the grid turns it
+    back into days with one integer division)."""
+    return days.astype("datetime64[D]").astype("datetime64[s]")
 
 
 def _symbol_spans(conn: duckdb.DuckDBPyConnection,
@@ -281,12 +283,12 @@ def _batch_inputs(conn: duckdb.DuckDBPyConnection, names: np.ndarray, load_start
         "total_volume": short["total_volume"],
         "short_source": pd.Categorical.from_codes(
             short["source_code"], categories=list(SHORT_SOURCES)),
-    }, columns=list(SHORT_INPUT_COLUMNS))
+    }, columns=list(SHORT_INPUT_COLUMNS), copy=False)
     price_frame = pd.DataFrame({
         "symbol": symbols_of(prices["symbol_id"]),
         "date": _days_to_datetime(prices["day"]),
         **{c: prices[c] for c in PRICE_INPUT_COLUMNS[2:]},
-    }, columns=list(PRICE_INPUT_COLUMNS))
+    }, columns=list(PRICE_INPUT_COLUMNS), copy=False)
     lit["symbol"] = symbols_of(lit.pop("symbol_id").to_numpy())
     return short_frame, price_frame, lit[list(LIT_INPUT_COLUMNS)]
 

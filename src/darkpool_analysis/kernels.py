@@ -78,13 +78,21 @@ def rolling_zscore_kernel(x: np.ndarray, group_start: np.ndarray, session: np.nd
     count = 0      # non-null values in the window
     run = 0        # trailing non-null values equal to the last one
     last = 0.0     # the last non-null value (meaningful when count > 0)
+    phase = 0      # session[i] % block, kept by counting (sessions of a symbol are
+    #                consecutive): no integer division per row
     for i in range(lo, hi):
         g = group_start[i]
+        if i == g:
+            phase = session[i] % block
+        else:
+            phase += 1
+            if phase == block:
+                phase = 0
         ws = i - window + 1
         if ws < g:
             ws = g
         v = x[i]
-        if i == g or session[i] % block == 0:
+        if i == g or phase == 0:
             # Exact re-anchor: sum the window afresh around its first non-null value.
             count = 0
             s1 = 0.0
