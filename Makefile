@@ -10,12 +10,12 @@ $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,yahoo]'
+	$(BIN)/python -m pip install --quiet -e '.[test,yahoo,dask]'
 	$(BIN)/python -m pip install --quiet --no-deps 'tclf>=0.4'
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/darkpool run
+	$(BIN)/darkpool run --offline-fallback demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
