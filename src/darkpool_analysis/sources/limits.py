@@ -95,6 +95,12 @@ def bad_symbol(symbols: object) -> int | None:
     return None if first is None else int(others[first].as_py())
 
 
+def symbol_ok(symbol: str) -> bool:
+    """One symbol against the rule of :func:`bad_symbol` (for a handful of distinct values)."""
+    return (0 < len(symbol) <= MAX_SYMBOL_LENGTH and all(map(_symbol_char, symbol))
+            and any(c.isascii() and c.isalnum() for c in symbol))
+
+
 def bad_market(markets: object) -> int | None:
     """First Reg SHO ``Market`` value that is not letters and commas of bounded length
     (checked on the few distinct values first)."""
