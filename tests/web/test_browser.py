@@ -197,6 +197,8 @@ def test_bad_formula_message_next_to_the_field(page: Any) -> None:
     wait_until(page, "document.getElementById('error').innerText"
                      ".includes('unknown ticker NKEE')")
     assert "close symbols: NKE" in page.locator("#error").inner_text()
+    assert "unknown ticker NKEE" in page.locator('.field-error[data-for="ticker"]').inner_text()
+    assert "stale" in (page.get_attribute("#results", "class") or "")  # old chart marked
 
 
 def test_market_tab_index_and_scanner_open_a_ticker(page: Any) -> None:

@@ -35,6 +35,7 @@
     }
     if (typeof value !== "number") { return String(value); }
     var a = Math.abs(value);
+    if (Number.isInteger(value) && a < 1e4) { return String(value); }
     if (a >= 1e9) { return (value / 1e9).toFixed(2) + "B"; }
     if (a >= 1e6) { return (value / 1e6).toFixed(2) + "M"; }
     if (a >= 1e4) { return (value / 1e3).toFixed(1) + "K"; }
@@ -196,6 +197,7 @@
         if (seq !== state.seq) { return; }
         clearErrors(form);
         $("error").hidden = true;
+        $("results").classList.remove("stale");
         history.replaceState(null, "", "/?" + query);
         state.lastData = data;
         var fresh = data.summary.symbol + "|" + data.summary.start + "|" + data.summary.end;
@@ -210,6 +212,7 @@
         if (seq !== state.seq) { return; }
         clearErrors(form);
         showError(form, $("error"), error);
+        $("results").classList.add("stale");  // the chart below is the previous request's
         $("status").textContent = "";
       });
   }
@@ -457,9 +460,9 @@
     var a = payload.attrs;
     var layout = {
       paper_bgcolor: c.background, plot_bgcolor: c.panel_bg, font: { color: c.text, size: 11 },
-      height: 620, margin: { l: 70, r: 20, t: 60, b: 50 }, hovermode: "x unified", hoversubplots: "axis",
+      height: 640, margin: { l: 70, r: 20, t: 50, b: 80 }, hovermode: "x unified", hoversubplots: "axis",
       title: { text: "Dark index: " + a.name + " " + a.start + " .. " + a.end + (a.label ? "  [" + a.label + "]" : ""), x: 0, font: { size: 13 } },
-      legend: { orientation: "h", y: 1.02, yanchor: "bottom", x: 0 },
+      legend: { orientation: "h", y: -0.08, yanchor: "top", x: 0 },
       xaxis: { type: "date", anchor: "y3", gridcolor: c.grid },
       yaxis: { domain: [0.5, 1], gridcolor: c.grid, title: { text: "DIX" } },
       yaxis2: { domain: [0.22, 0.46], gridcolor: c.grid, title: { text: "z" } },
