@@ -7,15 +7,17 @@ generated, then, each in a fresh subprocess (so peak RSS is its own):
 * ``pandas``: a straightforward pandas implementation of the same columns (merge on the
   session grid, ``groupby().rolling()`` z-scores), compute only, as the baseline.
 
-The build line shows the wall seconds and their read / compute / write parts (the inserts
-run in a worker thread while the next batch is computed, so the parts overlap), rows/s, the
-process CPU seconds (user + sys: on a shared 2-core machine wall time is noisy, CPU time
-much less so) and peak RSS. "ours compute" re-runs the build with the insert replaced by a
-no-op (grid + every column + Arrow conversion, read excluded like the baseline's) and
-"speed-up" is the pandas baseline's seconds over it. "copy" is DuckDB copying
-the built table into a new one in the same run (``CREATE TABLE AS SELECT *``, same settings):
-the cost of storing that many rows of the ``daily_metrics`` schema with no Python and no
-computation, a floor for any build that writes the table; "vs copy" is build / copy.
+The build line shows the wall seconds and their read / compute / write parts (the Parquet
+writes run in a worker thread while the next batch is computed, so the parts overlap),
+rows/s, the process CPU seconds (user + sys) and peak RSS. "ipc s" is the physical floor
+measured in the same process: writing the finished table (read back as one Arrow table) as
+uncompressed Arrow IPC; "vs ipc" is build / ipc (target <= 2.5x). "ours compute" re-runs
+the build with the file write replaced by a no-op; "speed-up" is the pandas baseline over it.
+
+The storage line (issue 13): "update s" is a one-session daily update through the CLI as a
+user runs it (``darkpool ingest finra-short`` of one new CNMS file, automatic rebuild and
+publication: the whole process, wall seconds), and "publish s" the publication of a small
+change at full size and on a ~30 MB database (best of 3 each).
 
 Usage::
 
@@ -41,9 +43,9 @@ import pandas as pd
 import pyarrow as pa
 
 from darkpool_analysis import build as build_module
-from darkpool_analysis.build import build_metrics, bulk_insert_settings
+from darkpool_analysis.build import build_metrics
 from darkpool_analysis.config import load_config
-from darkpool_analysis.store import Writer, migrate, open_writer
+from darkpool_analysis.store import Writer, master_path_for, migrate, open_writer
 from darkpool_analysis.trading_calendar import sessions_index
 
 
@@ -80,28 +82,62 @@ def generate(db: Path, n_symbols: int, n_sessions: int, seed: int = 0) -> int:
         "symbol": symbol, "date": date, "open": close, "high": close * 1.01,
         "low": close * 0.99, "close": close, "vwap": close, "volume": total * 3,
         "provider": pa.array(np.full(n, "csv")), "fetched_at": now})
-    with duckdb.connect(str(db)) as conn:
+    with duckdb.connect(str(master_path_for(db))) as conn:
         migrate(conn)
         conn.register("short_rows", short_table)
         conn.register("price_rows", price_table)
         conn.execute("INSERT INTO finra_short_daily_raw BY NAME SELECT * FROM short_rows")
         conn.execute("INSERT INTO prices_daily BY NAME SELECT * FROM price_rows")
+        # written behind the writer's back: have the first publication export them whole
+        for table in ("finra_short_daily_raw", "prices_daily"):
+            conn.execute("INSERT INTO store_pending VALUES (?, NULL, NULL, NULL)", [table])
+    with open_writer(db) as writer:
+        writer.log_outcome("bench", None, outcome="generated")
     return n
 
 
-def copy_floor(writer: Writer) -> tuple[float, float]:
-    """Wall and CPU seconds DuckDB takes to copy the built ``daily_metrics`` into a new table
-    (``CREATE TABLE AS SELECT *`` + commit, the build's insert settings): the cost of writing
-    that many rows of this schema with no Python and no computation at all, a floor for any
-    build that stores the table."""
-    with writer.transaction() as tx, bulk_insert_settings(tx):
-        cpu = _cpu_seconds()
-        started = time.perf_counter()
-        tx.execute("CREATE TABLE _bench_copy AS SELECT * FROM daily_metrics")
+def write_next_cnms(db: Path, folder: Path) -> str:
+    """A CNMS file for the session after the last stored one, every symbol; returns it."""
+    with duckdb.connect(str(master_path_for(db)), read_only=True) as conn:
+        last, names = conn.execute("SELECT max(trade_date), list(DISTINCT symbol_norm) "
+                                   "FROM finra_short_daily_raw").fetchone()
+    day = sessions_index(last, last + pd.Timedelta(days=10))[1].date()
+    rng = np.random.default_rng(1)
+    total = rng.integers(10_000, 5_000_000, len(names))
+    short = (total * rng.uniform(0.2, 0.7, len(names))).astype(np.int64)
+    stamp = day.strftime("%Y%m%d")
+    lines = [f"{stamp}|{s}|{b}|{b // 100}|{t}|Q"
+             for s, b, t in zip(sorted(names), short, total, strict=True)]
+    body = "\r\n".join(["Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market",
+                         *lines, str(len(lines))]) + "\r\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"CNMSshvol{stamp}.txt").write_bytes(body.encode())
+    return str(day)
+
+
+def ipc_floor(writer: Writer, folder: Path) -> tuple[float, float, float]:
+    """Wall and CPU seconds of writing the finished ``daily_metrics`` (read back as one Arrow
+    table) as uncompressed Arrow IPC: the physical floor of storing it. Also the seconds of
+    pyarrow's Parquet write of the same table as 2 snappy files on 2 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    table = writer.conn.sql("SELECT * FROM daily_metrics").to_arrow_table().combine_chunks()
+    cpu = _cpu_seconds()
+    started = time.perf_counter()
+    with pa.OSFile(str(folder / "floor.arrow"), "wb") as sink, \
+            pa.ipc.new_file(sink, table.schema) as ipc:
+        ipc.write_table(table)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
-    with writer.transaction() as tx:
-        tx.execute("DROP TABLE _bench_copy")
-    return seconds, cpu
+    half = table.num_rows // 2
+    started = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda k: pq.write_table(
+            table.slice(k * half, half if k == 0 else None), folder / f"floor{k}.parquet",
+            compression="snappy"), range(2)))
+    parquet = time.perf_counter() - started
+    return seconds, cpu, parquet
 
 
 def run_build(db: Path) -> dict[str, float]:
@@ -111,11 +147,49 @@ def run_build(db: Path) -> dict[str, float]:
         result = build_metrics(writer, settings)
         cpu = _cpu_seconds() - cpu
         peak_mb = _peak_mb()
-        floor, floor_cpu = copy_floor(writer)
+        floor, floor_cpu, parquet = ipc_floor(writer, db.parent)
     return {"seconds": result.seconds, "read": result.read_seconds,
             "compute": result.compute_seconds, "write": result.write_seconds, "cpu": cpu,
             "rows": result.rows_written, "peak_mb": peak_mb, "floor": floor,
-            "floor_cpu": floor_cpu}
+            "floor_cpu": floor_cpu, "parquet": parquet}
+
+
+def run_update(db: Path) -> dict[str, float]:
+    """One-session daily update through the CLI, the whole process (best of 3, each on its
+    own copy of the store so every run adds the same new day)."""
+    import shutil
+
+    darkpool = str(Path(sys.executable).with_name("darkpool"))
+    best = float("inf")
+    for attempt in range(3):
+        copy = db.parent / f"update{attempt}"
+        shutil.copytree(db.parent, copy, ignore=shutil.ignore_patterns("update*", "*.arrow",
+                                                                        "floor*", "cnms*"))
+        target = copy / db.name
+        day = write_next_cnms(target, copy / "cnms")
+        # the catalogue points at the original folder: publish once so it is this copy's
+        with open_writer(target) as writer:
+            writer.log_outcome("bench", None, outcome="copied")
+        started = time.perf_counter()
+        subprocess.run([darkpool, "ingest", "finra-short", "--from-dir", str(copy / "cnms"),
+                        "--start", day, "--end", day], check=True, capture_output=True,
+                       env={**__import__("os").environ, "DARKPOOL_DB": str(target)})
+        best = min(best, time.perf_counter() - started)
+        shutil.rmtree(copy)
+    return {"update": best}
+
+
+def run_publish(db: Path) -> dict[str, float]:
+    """Seconds of publishing one small change (an ingest_log row), best of 3."""
+    best = float("inf")
+    with open_writer(db, publish_interval=1e9) as writer:
+        for _ in range(3):
+            writer.log_outcome("bench", None, outcome="tick")
+            started = time.perf_counter()
+            writer.publish()
+            best = min(best, time.perf_counter() - started)
+    size = sum(f.stat().st_size for f in db.parent.rglob("*") if f.is_file())
+    return {"publish": best, "bytes": size}
 
 
 def run_compute(db: Path) -> dict[str, float]:
@@ -123,7 +197,7 @@ def run_compute(db: Path) -> dict[str, float]:
     grid + every column + Arrow conversion of each batch without DuckDB's writer competing
     for the cores, the figure comparable to the compute-only pandas baseline."""
     settings = load_config(db_path=db)
-    build_module._insert_metrics = lambda conn, table: 0.0
+    build_module._write_batch = lambda files, table: 0.0
     with open_writer(db, publish_interval=1e9) as writer:
         result = build_metrics(writer, settings)
     return {"seconds": result.seconds, "read": result.read_seconds,
@@ -134,7 +208,7 @@ def run_pandas(db: Path) -> dict[str, float]:
     """The obvious pandas implementation of the same columns (compute only)."""
     settings = load_config(db_path=db)
     w, mp = settings.short_z_window, settings.zscore_min_periods
-    with duckdb.connect(str(db), read_only=True) as conn:
+    with duckdb.connect(str(master_path_for(db)), read_only=True) as conn:
         short = conn.execute("SELECT symbol_norm AS symbol, trade_date AS date, short_volume, "
                              "total_volume FROM finra_short_daily_raw").df()
         prices = conn.execute("SELECT symbol, date, open, high, low, close, volume "
@@ -179,18 +253,29 @@ def main() -> None:
                         help="multiply every size's number of symbols by this factor")
     parser.add_argument("--baseline-max-rows", type=int, default=20_000_000,
                         help="skip the pandas baseline above this many grid rows")
-    parser.add_argument("--phase", choices=["build", "compute", "pandas"],
+    parser.add_argument("--small", default="250x1260",
+                        help="SYMBOLSxSESSIONS of the ~30 MB database for the publish figure")
+    parser.add_argument("--phase", choices=["build", "compute", "pandas", "update", "publish"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        runner = {"build": run_build, "compute": run_compute, "pandas": run_pandas}[args.phase]
+        runner = {"build": run_build, "compute": run_compute, "pandas": run_pandas,
+                  "update": run_update, "publish": run_publish}[args.phase]
         print(json.dumps(runner(args.db)))
         return
     print(f"{'size':>12} {'rows':>11} {'build s':>8} {'read':>6} {'compute':>7} {'write':>6} "
-          f"{'rows/s':>11} {'cpu s':>6} {'peak MB':>8} {'copy s':>7} {'copy cpu':>8} "
-          f"{'vs copy':>7} {'ours compute':>12} {'pandas s':>9} {'pandas MB':>9} "
-          f"{'speed-up':>8}")
+          f"{'rows/s':>11} {'cpu s':>6} {'peak MB':>8} {'ipc s':>6} {'ipc cpu':>7} "
+          f"{'vs ipc':>6} {'pq 2thr':>7} {'ours compute':>12} {'pandas s':>9} "
+          f"{'pandas MB':>9} {'speed-up':>8}")
+    storage: list[str] = []
+    small_n, small_sessions = (int(v) for v in args.small.lower().split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        small_db = Path(tmp) / "small" / "bench.duckdb"
+        small_db.parent.mkdir()
+        generate(small_db, small_n, small_sessions)
+        _child("build", small_db)
+        small = _child("publish", small_db)
     for size in args.sizes.split(","):
         n_symbols, n_sessions = (int(v) for v in size.lower().split("x"))
         n_symbols = max(1, round(n_symbols * args.scale))
@@ -202,8 +287,8 @@ def main() -> None:
             line = (f"{size:>12} {build['rows']:>11,} {build['seconds']:>8.2f} "
                     f"{build['read']:>6.2f} {build['compute']:>7.2f} {build['write']:>6.2f} "
                     f"{build['rows'] / build['seconds']:>11,.0f} {build['cpu']:>6.1f} "
-                    f"{build['peak_mb']:>8.0f} {build['floor']:>7.2f} {build['floor_cpu']:>8.1f} "
-                    f"{build['seconds'] / build['floor']:>6.2f}x")
+                    f"{build['peak_mb']:>8.0f} {build['floor']:>6.2f} {build['floor_cpu']:>7.1f} "
+                    f"{build['seconds'] / build['floor']:>5.2f}x {build['parquet']:>7.2f}")
             if build["rows"] <= args.baseline_max_rows:
                 ours = _child("compute", db)
                 base = _child("pandas", db)
@@ -211,7 +296,18 @@ def main() -> None:
                          f"{base['peak_mb']:>9.0f} {base['seconds'] / ours['compute']:>7.1f}x")
             else:
                 line += f" {'skipped':>12}"
-        print(line, flush=True)
+            print(line, flush=True)
+            update = _child("update", db)
+            publish = _child("publish", db)
+            storage.append(
+                f"{size:>12} {update['update']:>9.2f} {publish['publish']:>10.3f} "
+                f"{publish['bytes'] / 1e6:>9,.0f} {small['publish']:>10.3f} "
+                f"{small['bytes'] / 1e6:>9,.0f} "
+                f"{publish['publish'] / small['publish']:>7.2f}x")
+    print(f"\n{'size':>12} {'update s':>9} {'publish s':>10} {'MB':>9} {'small pub':>10} "
+          f"{'small MB':>9} {'ratio':>8}")
+    for line in storage:
+        print(line)
 
 
 if __name__ == "__main__":

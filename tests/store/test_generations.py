@@ -335,12 +335,12 @@ def test_sigkill_during_a_build_leaves_the_last_generation_readable(tmp_path: Pa
 
 _NOTEBOOK = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import duckdb
-    db, seconds = sys.argv[1], float(sys.argv[2])
+    db, stop = sys.argv[1], sys.argv[2]
     conn = duckdb.connect(db)  # exactly the seed notebook's connect: read-write, held open
-    reads, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    reads, deadline = 0, time.monotonic() + 600
+    while not os.path.exists(stop) and time.monotonic() < deadline:
         conn.execute("SELECT count(*) FROM daily_metrics").fetchone()
         reads += 1
         time.sleep(0.05)
@@ -364,7 +364,8 @@ def test_a_notebook_connection_locks_nobody_out(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     script = tmp_path / "notebook.py"
     script.write_text(_NOTEBOOK)
-    notebook = subprocess.Popen([sys.executable, str(script), str(db), "25"], env=env,
+    stop = tmp_path / "stop"
+    notebook = subprocess.Popen([sys.executable, str(script), str(db), str(stop)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
     write_cnms_files(files, days[-5:], 40, drop=0.0, seed=8)
@@ -372,8 +373,8 @@ def test_a_notebook_connection_locks_nobody_out(tmp_path: Path) -> None:
         ["sandbox", "S0001", "--start", str(days[20]), "--end", str(days[-6]), "--out",
          str(tmp_path / "chart.png")],
         ["db", "info"],
-        ["evaluate", "--start", str(days[0]), "--end", str(days[-6]), "--out",
-         str(tmp_path / "eval")],
+        ["evaluate", "--universe", "all", "--start", str(days[0]), "--end", str(days[-6]),
+         "--out", str(tmp_path / "eval")],
         ["ingest", "finra-short", "--from-dir", str(files), "--start", str(days[-5]),
          "--end", str(days[-1])],
         ["sandbox", "S0002", "--start", str(days[20]), "--end", str(days[-1]), "--out",
@@ -387,8 +388,38 @@ def test_a_notebook_connection_locks_nobody_out(tmp_path: Path) -> None:
             assert "lock" not in result.stderr.lower(), (command, result.stderr)
         assert notebook.poll() is None, "the notebook must still hold its connection"
     finally:
+        stop.touch()
         out, err = notebook.communicate(timeout=120)
     assert notebook.returncode == 0, err
     assert "notebook done" in out
     latest = read_frame(db, "SELECT max(date) AS d FROM daily_metrics")["d"].item()
     assert pd.Timestamp(latest).date() == days[-1]
+
+
+def test_db_info_shows_generations_and_db_compact_reclaims(db_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from darkpool_analysis.cli import app
+
+    days = sessions_between("2021-01-04", "2021-12-31")
+    with open_writer(db_path, publish_interval=0.0) as writer:  # default grace: files kept
+        _ingest_days(writer, days[:60], 6)
+        for k in range(60, 75):
+            _ingest_days(writer, days[k:k + 1], 6, seed=k)
+            writer.publish()
+    runner = CliRunner()
+    info = runner.invoke(app, ["db", "info"])
+    assert info.exit_code == 0, info.output
+    assert "storage" in info.output and "reclaimable" in info.output
+    assert "Published segments" in info.output
+    held = describe_storage(db_path)
+    assert held is not None and held["reclaimable_bytes"] > 0  # older generations' files
+
+    result = runner.invoke(app, ["db", "compact", "--full", "--now"])
+    assert result.exit_code == 0, result.output
+    after = describe_storage(db_path)
+    assert after is not None
+    assert after["data_bytes"] < held["data_bytes"]
+    for table in after["tables"].itertuples():
+        assert table.segments <= 1, table
+    assert_published_equals_master(db_path)
