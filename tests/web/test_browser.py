@@ -260,8 +260,10 @@ def test_evaluation_tab_runs_with_progress_and_shows_results(page: Any) -> None:
     page.click("#eval-button")
     page.wait_for_selector("#eval-progress:not([hidden])", timeout=5_000)
     page.wait_for_selector("#eval-results:not([hidden])", timeout=240_000)
-    boxes = page.locator("#verdicts .verdict")
+    boxes = page.locator("#verdicts .verdict:not(.overall)")
     assert boxes.count() == 4  # current, option_a, option_b, finra_buy_volume_z
+    assert "trials; PBO" in page.locator("#verdicts .verdict.overall").inner_text()
+    assert "out-of-sample IC" in boxes.first.inner_text()
     table = page.locator("#ic-table table").inner_text()
     assert "finra_buy_volume_z" in table and "placebo" in table
     page.wait_for_selector("#quantile-chart .main-svg")

@@ -624,15 +624,30 @@
     $("eval-label").textContent = result.label + (state.database && state.database.synthetic ? "  [" + state.database.label + "]" : "");
     $("eval-report").href = "/api/evaluate/" + status.id + "/report.html";
     $("verdicts").replaceChildren.apply($("verdicts"), result.verdicts.map(function (v) {
-      var kind = String(v.verdict || "").replace(/\s+/g, "-");
-      return el("div", { className: "verdict " + kind }, [
-        el("h3", { text: v.variant }),
-        el("div", { className: "tag", text: v.verdict }),
-        el("div", { text: "h=" + v.horizon + "  IC " + fmt(v.ic_mean, 4) + "  p " + fmt(v.p_value, 3) }),
-        el("div", { className: "muted", text: "placebo IC " + fmt(v.placebo_ic_mean, 4) }),
-        el("div", { className: "muted", text: v.source || "" })
-      ]);
+      var kind = String(v.verdict || "").replace(/[\s_]+/g, "-");
+      var lines = [el("h3", { text: v.variant }), el("div", { className: "tag", text: String(v.verdict || "").replace(/_/g, " ") })];
+      if (v.source === "summary.json") {
+        lines.push(el("div", { text: "h=" + v.horizon + "  out-of-sample IC " + fmt(v.oos_ic_mean, 4) +
+          (v.oos_ic_ci95 ? " [" + fmt(v.oos_ic_ci95[0], 4) + ", " + fmt(v.oos_ic_ci95[1], 4) + "]" : "") }));
+        lines.push(el("div", { text: "adjusted p " + fmt(v.oos_ic_pvalue_adjusted, 3) + "  net spread " +
+          fmt(v.oos_net_spread_bps_per_day, 2) + " bps/day  deflated Sharpe " + fmt(v.deflated_sharpe, 2) }));
+        lines.push(el("div", { className: "muted reason", text: v.reason || "" }));
+      } else {
+        lines.push(el("div", { text: "h=" + v.horizon + "  IC " + fmt(v.ic_mean, 4) + "  p " + fmt(v.p_value, 3) }));
+        lines.push(el("div", { className: "muted", text: "placebo IC " + fmt(v.placebo_ic_mean, 4) }));
+        lines.push(el("div", { className: "muted", text: v.source || "" }));
+      }
+      return el("div", { className: "verdict " + kind }, lines);
     }));
+    var summary = result.summary;
+    if (summary) {
+      $("verdicts").appendChild(el("div", { className: "verdict overall" }, [
+        el("h3", { text: "whole search" }),
+        el("div", { text: summary.n_trials + " trials; PBO " + fmt(summary.pbo, 3) + "; SPA p " + fmt(summary.spa_pvalue, 3) }),
+        el("div", { className: "muted", text: (summary.oos_design && summary.oos_design.text) || "" }),
+        el("div", { className: "muted", text: "costs " + summary.cost_bps_per_side + " bps per side (" + summary.cost_model + ")" })
+      ]));
+    }
     var ic = result.ic_table || [];
     $("ic-table").replaceChildren(table("IC and quantile spread", ["variant", "h", "IC mean", "t", "t (non-overlap)", "p", "IR", "dates", "top-bottom (demeaned)"],
       ic.map(function (r) {
