@@ -745,14 +745,8 @@
     document.querySelectorAll(".tab").forEach(function (tab) {
       tab.addEventListener("click", function () { showTab(tab.dataset.tab); });
     });
-    // The first chart does not wait for anything it does not need: the sandbox request starts
-    // with the config request, the coverage table fills in whenever it arrives.
-    var initial = new URLSearchParams(location.search);
-    var early = initial.get("ticker") ? { query: initial.toString(), t0: performance.now(),
-      promise: fetchJson("/api/sandbox?" + initial.toString()) } : null;
-    if (early) { early.promise.catch(function () { /* shown by loadSandbox */ }); }
-    var database = fetchJson("/api/database");
-    fetchJson("/api/config").then(function (config) {
+    var initial = EARLY.params, early = EARLY.sandbox, database = EARLY.database;
+    EARLY.config.then(function (config) {
       state.config = config;
       fillChoices(state.config);
       database.then(renderDatabase).catch(function (error) {
@@ -783,6 +777,23 @@
     });
   }
 
-  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", init); }
-  else { init(); }
+  // The first chart does not wait for anything it does not need: this script runs before
+  // plotly.min.js is parsed, so the sandbox, config and coverage requests are already in
+  // flight while the browser compiles Plotly; the coverage table fills in when it arrives.
+  var EARLY = (function () {
+    var params = new URLSearchParams(location.search);
+    var sandbox = params.get("ticker") ? { query: params.toString(), t0: performance.now(),
+      promise: fetchJson("/api/sandbox?" + params.toString()) } : null;
+    if (sandbox) { sandbox.promise.catch(function () { /* shown by loadSandbox */ }); }
+    var database = fetchJson("/api/database");
+    database.catch(function () { /* shown in the coverage box */ });
+    return { params: params, sandbox: sandbox, config: fetchJson("/api/config"), database: database };
+  })();
+
+  // Draw only once Plotly has run (this script is deferred before it, to start the requests
+  // early; a deferred script runs while the document is already "interactive").
+  if (window.Plotly) { init(); }
+  else {
+    document.querySelector('script[src$="plotly.min.js"]').addEventListener("load", init, { once: true });
+  }
 })();
