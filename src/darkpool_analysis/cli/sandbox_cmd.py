@@ -89,7 +89,7 @@ def sandbox(
     formula_file: Annotated[list[Path] | None, typer.Option(
         "--formula-file", help="TOML file with a [formulas] table; repeatable.")] = None,
     panels: Annotated[str | None, typer.Option(
-        "--panels", help="Comma-separated extra panels: price, heatmap, hist, bands, otc; "
+        "--panels", help="Comma-separated extra panels: price, heatmap, hist, bands, otc, options; "
         "prefix with + to append below the seed's 7 panels (e.g. +otc), otherwise they go "
         "into <out stem>_lab.")] = None,
     hist_signal: Annotated[str | None, typer.Option(

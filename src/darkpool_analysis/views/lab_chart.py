@@ -28,13 +28,14 @@ from matplotlib.gridspec import GridSpec
 
 from darkpool_analysis.errors import ConfigError
 from darkpool_analysis.sandbox_lab import PANELS, Lab
-from darkpool_analysis.views import otc_panel, sandbox_chart, variant_panels
+from darkpool_analysis.views import options_panel, otc_panel, sandbox_chart, variant_panels
 from darkpool_analysis.views.style import BASE_STYLE, COLORS, apply_axis_style
 
 FIG_WIDTH: Final = 16.0
 #: Height (inches) of one panel of the lab figure, by kind.
 PANEL_HEIGHT: Final[dict[str, float]] = {
     "variant": 2.6, "price": 3.6, "heatmap": 2.4, "hist": 3.0, "bands": 2.8, "otc": 2.8,
+    "options": 2.8,
 }
 #: Height ratio of a panel appended below the seed's 7 panels (the seed's score panels: 1.8).
 APPENDED_RATIO: Final = 1.8
@@ -236,6 +237,8 @@ def _draw(ax: Axes, panel: str, lab: Lab, compare: Sequence[str], hist_signal: s
         draw_bands_panel(ax, lab)
     elif panel == "otc":
         draw_otc(ax, lab)
+    elif panel == "options":
+        options_panel.draw_options_panel(ax, lab.frame["date"], lab.options)
     else:
         raise ConfigError(f"unknown panel {panel!r}; valid: {', '.join(PANELS)}")
 
