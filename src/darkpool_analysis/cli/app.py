@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import DarkpoolError
 
 if TYPE_CHECKING:
+    from darkpool_analysis.config import Settings
     from darkpool_analysis.store import Writer
 
 P = ParamSpec("P")
@@ -77,7 +77,11 @@ def _root(
 
 
 def config() -> Settings:
-    """Load settings once per command (errors surface as a clean ConfigError message)."""
+    """Load settings once per command (errors surface as a clean ConfigError message).
+
+    Imported here, not at module level: pydantic-settings is not needed for ``--help``."""
+    from darkpool_analysis.config import load_config
+
     return load_config()
 
 

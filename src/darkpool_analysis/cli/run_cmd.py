@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -12,10 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from darkpool_analysis.cli.app import app, config, console, err_console, handle_errors
-from darkpool_analysis.cli.ingest_finra_short import _RichProgress
-from darkpool_analysis.pipeline import JobResult, SourcesUnreachable, run_demo, run_job
-from darkpool_analysis.synthetic import SYNTHETIC_LABEL
-from darkpool_analysis.trading_calendar import to_date
+
+if TYPE_CHECKING:
+    from darkpool_analysis.pipeline import JobResult
 
 
 class OfflineFallback(StrEnum):
@@ -28,6 +27,8 @@ class OfflineFallback(StrEnum):
 def _report(result: JobResult, *, synthetic: bool = False) -> None:
     """What was fetched and built (a table), then every file written, one per line (paths are
     never wrapped, so they can be copied)."""
+    from darkpool_analysis.synthetic import SYNTHETIC_LABEL
+
     label = f" ({SYNTHETIC_LABEL})" if synthetic else ""
     table = Table(title="What the job did" + label, title_justify="left",
                   header_style="bold cyan", show_header=False)
@@ -75,6 +76,11 @@ def run(
 
     Without internet it fails (exit code 1) unless --offline-fallback demo is given.
     """
+    from darkpool_analysis.cli.ingest_finra_short import _RichProgress
+    from darkpool_analysis.pipeline import SourcesUnreachable, run_demo, run_job
+    from darkpool_analysis.synthetic import SYNTHETIC_LABEL
+    from darkpool_analysis.trading_calendar import to_date
+
     settings = config()
     chosen = ([t.strip().upper() for t in tickers.split(",") if t.strip()] if tickers
               else settings.tickers)
@@ -110,6 +116,8 @@ def demo(
 ) -> None:
     """Fully offline: a deterministic synthetic market in the real FINRA and Yahoo formats,
     ingested through the real code path, metrics built and the seed's chart written."""
+    from darkpool_analysis.pipeline import run_demo
+
     settings = config()
     result = run_demo(settings, db_path=db, notify=err_console.print)
     _report(result, synthetic=True)
