@@ -15,8 +15,9 @@ look that far back), aligned to the rolling layout's blocks
 
 The OTC weekly columns come from :mod:`darkpool_analysis.otc_metrics` (point in time by
 default; ``otc_alignment='week'`` is the original look-ahead, warned about and stored on every
-row). Speed: batches of symbols are read and computed while a worker thread inserts the
-previous batch (see ``bench/build_metrics.py`` and BENCHMARKS.md for the measured figures).
+row). Speed: a reading thread fetches batch k+1 while batch k is computed (compiled kernels,
+Arrow arrays straight from numpy) and a writing thread writes batch k-1 (see
+``bench/build_metrics.py`` and BENCHMARKS.md for the measured figures).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -42,8 +44,8 @@ from darkpool_analysis.metrics import (
     PRICE_INPUT_COLUMNS,
     SHORT_INPUT_COLUMNS,
     SHORT_SOURCES,
-    assemble_grid,
-    compute_daily_metrics,
+    assemble_grid_arrays,
+    compute_daily_metrics_arrow,
     session_numbers_of,
     warmup_block_floor,
 )
@@ -62,6 +64,9 @@ from darkpool_analysis.trading_calendar import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Grid rows computed and inserted per batch (bounds peak memory; ~60 columns per row).
 ROWS_PER_BATCH = 1_500_000
@@ -97,7 +102,9 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def _days_to_datetime(days: np.ndarray) -> np.ndarray:
-    return days.astype("datetime64[D]").astype("datetime64[ns]")
+    """Days since 1970-01-01 as ``datetime64[s]`` (a unit pandas keeps; the grid turns it
+    back into days with one integer division)."""
+    return days.astype("datetime64[D]").astype("datetime64[s]")
 
 
 def _symbol_spans(conn: duckdb.DuckDBPyConnection,
@@ -276,20 +283,36 @@ def _batch_inputs(conn: duckdb.DuckDBPyConnection, names: np.ndarray, load_start
         "total_volume": short["total_volume"],
         "short_source": pd.Categorical.from_codes(
             short["source_code"], categories=list(SHORT_SOURCES)),
-    }, columns=list(SHORT_INPUT_COLUMNS))
+    }, columns=list(SHORT_INPUT_COLUMNS), copy=False)
     price_frame = pd.DataFrame({
         "symbol": symbols_of(prices["symbol_id"]),
         "date": _days_to_datetime(prices["day"]),
         **{c: prices[c] for c in PRICE_INPUT_COLUMNS[2:]},
-    }, columns=list(PRICE_INPUT_COLUMNS))
+    }, columns=list(PRICE_INPUT_COLUMNS), copy=False)
     lit["symbol"] = symbols_of(lit.pop("symbol_id").to_numpy())
     return short_frame, price_frame, lit[list(LIT_INPUT_COLUMNS)]
 
 
-def _to_arrow(metrics: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
-    """One computed batch as an Arrow table in the table's column order (``select`` raises
-    on a missing column). Runs in the computing thread, off the writing thread's path."""
-    return pa.Table.from_pandas(metrics, preserve_index=False).select(list(columns))
+def _to_arrow(metrics: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """One computed batch (:func:`~darkpool_analysis.metrics.compute_daily_metrics_arrow`,
+    schema :data:`~darkpool_analysis.metrics.DAILY_METRICS_ARROW_SCHEMA`) in the table's
+    column order (``select`` raises on a missing column; no copy)."""
+    return metrics.select(list(columns))
+
+
+def _warm_up_kernels() -> None:
+    """Load the compiled kernels (imported here, not at module import: the CLI's start never
+    pays for numba)."""
+    from darkpool_analysis import kernels
+
+    kernels.warm_up()
+
+
+def _timed(function: Callable[[T], R], argument: T) -> tuple[float, R]:
+    """``function(argument)`` and its seconds (for work handed to another thread)."""
+    started = time.perf_counter()
+    result = function(argument)
+    return time.perf_counter() - started, result
 
 
 def _write_batch(files: YearSegmentWriter, table: pa.Table) -> float:
@@ -414,10 +437,9 @@ def build_metrics(
     def compute(batch_spans: pd.DataFrame, inputs: tuple[pd.DataFrame, ...],
                 columns: Sequence[str]) -> pa.Table:
         short, prices, lit, otc = inputs
-        grid = assemble_grid(short, prices, lit, spans=batch_spans)
-        metrics = compute_daily_metrics(grid, settings, otc, otc_alignment=alignment)
-        if write_from is not None:
-            metrics = metrics.loc[metrics["date"].to_numpy() >= write_from.to_datetime64()]
+        grid = assemble_grid_arrays(short, prices, lit, spans=batch_spans)
+        metrics = compute_daily_metrics_arrow(grid, settings, otc, otc_alignment=alignment,
+                                              write_from=write_from)
         return _to_arrow(metrics, columns)
 
     written = done = 0
@@ -430,27 +452,30 @@ def build_metrics(
         columns = files.schema.names
         try:
             with ThreadPoolExecutor(max_workers=1,
-                                    thread_name_prefix="daily-metrics-write") as pool:
-                # Schedule: compute k || write k-1, then read k+1 (the connection runs one
-                # statement at a time), then hand k to the writing thread.
+                                    thread_name_prefix="daily-metrics-write") as pool, \
+                    ThreadPoolExecutor(max_workers=1,
+                                       thread_name_prefix="daily-metrics-read") as reader:
+                # Schedule: read k+1 || compute k || write k-1 (DuckDB, numpy/numba and
+                # pyarrow release the GIL; only the reading thread uses the connection).
                 pending: Future[float] | None = None
-                ready: list[tuple[pd.DataFrame, tuple[pd.DataFrame, ...]]] = []
+                next_read = reader.submit(_timed, read, batches[0]) if batches else None
+                # numba's first-call cost overlaps the first read.
+                warm_up = pool.submit(_warm_up_kernels) if batches else None
                 for k, part in enumerate(batches):
-                    if not ready:
-                        tick = time.perf_counter()
-                        ready.append(read(part))
-                        read_seconds += time.perf_counter() - tick
-                    batch_spans, inputs = ready.pop()
+                    assert next_read is not None
+                    seconds_read, (batch_spans, inputs) = next_read.result()
+                    if warm_up is not None:
+                        warm_up.result()
+                        warm_up = None
+                    read_seconds += seconds_read
+                    next_read = (reader.submit(_timed, read, batches[k + 1])
+                                 if k + 1 < len(batches) else None)
                     tick = time.perf_counter()
                     metrics = compute(batch_spans, inputs, columns)
                     compute_seconds += time.perf_counter() - tick
                     del inputs
                     if pending is not None:
                         write_seconds += pending.result()
-                    if k + 1 < len(batches):
-                        tick = time.perf_counter()
-                        ready.append(read(batches[k + 1]))
-                        read_seconds += time.perf_counter() - tick
                     pending = pool.submit(_write_batch, files, metrics)
                     written += metrics.num_rows
                     del metrics
@@ -494,20 +519,28 @@ def _holes_before(conn: duckdb.DuckDBPyConnection, spans: pd.DataFrame,
                   first: dt.date) -> pd.DataFrame:
     """Symbols whose stored rows end before the session preceding ``first`` while their raw
     data reaches ``first`` or later: the sessions in between are no-data rows a full build
-    has. Returns ``symbol, hole_start`` (the first missing session)."""
-    conn.register("_build_spans", spans[["symbol", "last_date"]])
-    try:
-        stored = conn.execute("""
-            SELECT d.symbol, max(d.date) AS stored_last
-            FROM daily_metrics d SEMI JOIN _build_spans s
-                 ON d.symbol = s.symbol AND s.last_date >= $1
-            WHERE d.date < $1
-            GROUP BY d.symbol
-        """, [first]).df()
-    finally:
-        conn.unregister("_build_spans")
+    has. Returns ``symbol, hole_start`` (the first missing session).
+
+    A symbol with a row on the preceding session has no hole, so only the others (usually
+    none) are looked up: a daily update reads one date of the table, not all of it.
+    """
+    empty = pd.DataFrame({"symbol": [], "hole_start": []})
+    reaching = spans.loc[pd.to_datetime(spans["last_date"]) >= pd.Timestamp(first), "symbol"]
+    if reaching.empty:
+        return empty
+    before = previous_session(first)
+    present = {str(r[0]) for r in conn.execute(
+        "SELECT symbol FROM daily_metrics WHERE date = ?", [before]).fetchall()}
+    candidates = [str(s) for s in reaching if str(s) not in present]
+    if not candidates:
+        return empty
+    stored = conn.execute("""
+        SELECT symbol, max(date) AS stored_last FROM daily_metrics
+        WHERE symbol IN (SELECT unnest(?::VARCHAR[])) AND date < ?
+        GROUP BY symbol
+    """, [candidates, first]).df()
     if stored.empty:
-        return pd.DataFrame({"symbol": [], "hole_start": []})
+        return empty
     sessions = sessions_index(pd.Timestamp(stored["stored_last"].min()), pd.Timestamp(first))
     after = sessions.searchsorted(pd.to_datetime(stored["stored_last"]), side="right")
     before_first = sessions.searchsorted(pd.Timestamp(first), side="left")

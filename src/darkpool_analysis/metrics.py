@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Sequence
-from typing import Protocol
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from darkpool_analysis.scoring import (
     ACCUMULATION_THRESHOLD,
@@ -62,6 +66,7 @@ _PRICE_VALUES = ("open", "high", "low", "close", "vwap", "volume")
 _LIT_VALUES = ("lit_buy_volume", "lit_sell_volume", "lit_coverage_pct")
 _OTC_VALUES = ("otc_off_exchange_volume", "otc_participation_rate", "otc_participation_z",
                "otc_participation_delta")
+_GRID_FLOATS = (*_SHORT_VALUES, *_PRICE_VALUES, *_LIT_VALUES)
 
 #: Columns of the grid frame.
 GRID_COLUMNS = ("symbol", "date", *_SHORT_VALUES, "short_source", *_PRICE_VALUES,
@@ -85,6 +90,11 @@ DAILY_METRICS_COLUMNS = (
     "has_short", "has_lit", "has_price", "has_otc", "data_quality",
     "accumulation_short_z_source", "inference_version",
 )
+
+#: Label (dictionary-encoded) columns of ``daily_metrics`` besides ``symbol``.
+_LABEL_COLUMNS = ("short_source", "lit_method", "otc_status", "otc_alignment",
+                  "pressure_context_label", "data_quality", "accumulation_short_z_source",
+                  "inference_version")
 
 #: ``data_quality`` values: all of short, lit and price present / some / none.
 DATA_QUALITY_LEVELS = ("complete", "partial", "no_data")
@@ -116,6 +126,9 @@ class MetricSettings(Protocol):
 # ---------------------------------------------------------------------------------------------
 def _to_days(values: pd.Series | np.ndarray) -> np.ndarray:
     """Dates (datetime64, Timestamps or ``datetime.date``) as int64 days since 1970-01-01."""
+    raw = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if raw.dtype.kind == "M":  # already datetime64 (the build's frames): no pandas parsing
+        return raw.astype("datetime64[D]").astype(np.int64)
     stamps = np.asarray(pd.to_datetime(pd.Series(values)).to_numpy(dtype="datetime64[ns]"))
     return stamps.astype("datetime64[D]").astype(np.int64)
 
@@ -149,31 +162,42 @@ class _Layout:
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])[:-1]
         self.size = int(self.lengths.sum())
 
-    def grid_codes_and_days(self) -> tuple[np.ndarray, np.ndarray]:
+    def grid_codes_and_days(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Symbol code, day and session slot (index in ``session_days``) of every row."""
         codes = np.repeat(np.arange(len(self.categories)), self.lengths)
         sn = (np.arange(self.size) - np.repeat(self.offsets, self.lengths)
               + np.repeat(self.first_sn, self.lengths))
-        return codes, self.session_days[sn] if self.size else np.empty(0, dtype=np.int64)
+        days = self.session_days[sn] if self.size else np.empty(0, dtype=np.int64)
+        return codes, days, sn.astype(np.int64)
 
-    def positions(self, frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Grid position of each row of ``frame`` and the mask of rows that are on the grid."""
-        codes = _symbol_codes(frame["symbol"], self.categories)
+    def positions(self, frame: pd.DataFrame,
+                  name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grid position of each row of ``frame`` on the grid, the mask of those rows, and
+        the grid's flag of rows hit (its ``has_*`` column)."""
+        from darkpool_analysis import kernels
+
+        codes = _symbol_codes(frame["symbol"], self.categories).astype(np.int64, copy=False)
         days = _to_days(frame["date"])
-        sn = np.searchsorted(self.session_days, days)
-        in_range = sn < len(self.session_days)
-        on_session = in_range & (self.session_days[np.minimum(sn, len(self.session_days) - 1)]
-                                 == days) if len(self.session_days) else np.zeros_like(in_range)
-        known = codes >= 0
-        safe = np.where(known, codes, 0)
-        rel = sn - self.first_sn[safe]
-        keep = known & on_session & (rel >= 0) & (rel < self.lengths[safe])
-        dropped = int((~keep).sum())
+        flag = np.zeros(self.size, dtype=bool)
+        if len(self.session_days) == 0 or len(days) == 0:
+            return np.empty(0, dtype=np.int64), np.zeros(len(days), dtype=bool), flag
+        # Day -> session slot by table lookup (the span is a few thousand days).
+        day0 = int(self.session_days[0])
+        slot_of_day = np.full(int(self.session_days[-1]) - day0 + 1, -1, dtype=np.int64)
+        slot_of_day[self.session_days - day0] = np.arange(len(self.session_days))
+        pos = np.empty(len(days), dtype=np.int64)
+        duplicates = kernels.grid_positions(
+            np.ascontiguousarray(codes), np.ascontiguousarray(days), slot_of_day, day0,
+            self.first_sn.astype(np.int64), self.lengths.astype(np.int64),
+            self.offsets.astype(np.int64), flag, pos)
+        if duplicates:
+            raise ValueError(f"{name}: more than one row for the same (symbol, date)")
+        keep = pos >= 0
+        dropped = len(pos) - int(np.count_nonzero(keep))
         if dropped:
             log.debug("%s: %d rows outside the session grid ignored", name, dropped)
-        pos = (self.offsets[safe] + rel)[keep]
-        if len(pos) and np.bincount(pos, minlength=self.size).max() > 1:
-            raise ValueError(f"{name}: more than one row for the same (symbol, date)")
-        return pos, keep
+            pos = pos[keep]
+        return pos, keep, flag
 
 
 def _scatter(size: int, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -182,18 +206,104 @@ def _scatter(size: int, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
+class Labels(NamedTuple):
+    """A label column as category codes (``-1`` = NULL) and the category names."""
+
+    codes: np.ndarray
+    categories: tuple[object, ...]
+
+    def categorical(self) -> pd.Categorical:
+        """The column as a pandas ``Categorical`` (no string copies)."""
+        return pd.Categorical.from_codes(self.codes, categories=list(self.categories))
+
+
+@dataclass(frozen=True)
+class GridArrays:
+    """The grid as plain arrays (the build's form; :meth:`to_frame` gives the grid frame).
+
+    ``codes`` index ``categories`` (symbols, sorted by code then session); ``days`` are days
+    since 1970-01-01 and ``session_number`` the absolute XNYS session index (0 =
+    ``CALENDAR_START``) of each row; ``values`` holds the float columns of
+    :data:`GRID_COLUMNS`, ``labels`` ``short_source``/``lit_method`` and ``flags`` the
+    ``has_*`` columns.
+    """
+
+    codes: np.ndarray
+    categories: pd.Index
+    days: np.ndarray
+    session_number: np.ndarray
+    values: dict[str, np.ndarray]
+    labels: dict[str, Labels]
+    flags: dict[str, np.ndarray]
+    #: Index of the first row of each row's symbol.
+    group_start: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The grid frame (:data:`GRID_COLUMNS`)."""
+        data: dict[str, object] = {
+            "symbol": pd.Categorical.from_codes(self.codes, categories=self.categories),
+            "date": _days_to_stamps(self.days),
+            **self.values,
+            **{name: labels.categorical() for name, labels in self.labels.items()},
+            **self.flags,
+        }
+        return pd.DataFrame(data, columns=list(GRID_COLUMNS), copy=False)
+
+    @classmethod
+    def from_frame(cls, grid: pd.DataFrame) -> GridArrays:
+        """Arrays of a grid frame (see :func:`assemble_grid`)."""
+        if isinstance(grid["symbol"].dtype, pd.CategoricalDtype):
+            codes = grid["symbol"].cat.codes.to_numpy(dtype=np.int32)
+            categories = pd.Index(grid["symbol"].cat.categories)
+        else:
+            factorised, uniques = pd.factorize(grid["symbol"], sort=False)
+            codes, categories = factorised.astype(np.int32), pd.Index(uniques)
+        if len(codes) > 1 and (np.diff(codes) < 0).any():
+            raise ValueError("grid must be sorted by symbol (see assemble_grid)")
+
+        def labels_of(column: str) -> Labels:
+            values = grid[column]
+            cat = values.array if isinstance(values.dtype, pd.CategoricalDtype) \
+                else pd.Categorical(values)
+            return Labels(np.asarray(cat.codes), tuple(cat.categories))
+
+        return cls(
+            codes=codes, categories=categories, days=_to_days(grid["date"]),
+            session_number=session_numbers_of(grid["date"]),
+            values={c: grid[c].to_numpy(dtype=float) for c in _GRID_FLOATS},
+            labels={c: labels_of(c) for c in ("short_source", "lit_method")},
+            flags={c: grid[c].to_numpy(dtype=bool) for c in ("has_short", "has_price", "has_lit")},
+            group_start=group_starts(codes),
+        )
+
+
+def _days_to_stamps(days: np.ndarray) -> np.ndarray:
+    return days.astype("datetime64[D]").astype("datetime64[ns]")
+
+
 def _scatter_labels(size: int, pos: np.ndarray, values: pd.Series,
-                    categories: Sequence[str] | None = None) -> pd.Categorical:
-    labels = pd.Categorical(values, categories=categories)
-    if categories is not None and (labels.codes[values.notna().to_numpy()] < 0).any():
-        raise ValueError(f"unexpected label in {values.name!r}; expected one of {categories}")
+                    categories: Sequence[str] | None = None) -> Labels:
+    if isinstance(values.dtype, pd.CategoricalDtype) and (
+            categories is None or list(values.cat.categories) == list(categories)):
+        labels = values.array  # already coded (the build's frames): no string factorising
+    else:
+        labels = pd.Categorical(values, categories=categories)
+        if categories is not None and (labels.codes[values.notna().to_numpy()] < 0).any():
+            raise ValueError(f"unexpected label in {values.name!r}; expected one of "
+                             f"{categories}")
     codes = np.full(size, -1, dtype=np.int16)
     codes[pos] = labels.codes
-    return pd.Categorical.from_codes(codes, categories=labels.categories)
+    return Labels(codes, tuple(labels.categories))
 
 
 def _float(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return pd.to_numeric(frame[column], errors="raise").to_numpy(dtype=float, na_value=np.nan)
+    values = frame[column]
+    if values.dtype == np.float64:
+        return values.to_numpy()
+    return pd.to_numeric(values, errors="raise").to_numpy(dtype=float, na_value=np.nan)
 
 
 def _spans_from(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -231,7 +341,8 @@ def assemble_grid(
     Returns
     -------
     The grid frame (:data:`GRID_COLUMNS`), sorted by (symbol, date); rows on non-session
-    dates or outside the spans are ignored.
+    dates or outside the spans are ignored. :func:`assemble_grid_arrays` gives the same
+    grid as arrays.
 
     Examples
     --------
@@ -244,6 +355,16 @@ def assemble_grid(
     >>> assemble_grid(short, prices)[["date", "short_volume", "close"]].to_numpy().tolist()[1]
     [Timestamp('2021-01-05 00:00:00'), nan, nan]
     """
+    return assemble_grid_arrays(short, prices, lit, spans).to_frame()
+
+
+def assemble_grid_arrays(
+    short: pd.DataFrame,
+    prices: pd.DataFrame,
+    lit: pd.DataFrame | None = None,
+    spans: pd.DataFrame | None = None,
+) -> GridArrays:
+    """:func:`assemble_grid` as :class:`GridArrays` (no frame; the build's fast path)."""
     lit = lit if lit is not None else pd.DataFrame({c: [] for c in LIT_INPUT_COLUMNS})
     if spans is None:
         spans = _spans_from([short, prices])
@@ -252,37 +373,35 @@ def assemble_grid(
     if categories.has_duplicates:
         raise ValueError("spans: a symbol appears more than once")
     layout = _Layout(categories, _to_days(spans["first_date"]), _to_days(spans["last_date"]))
-    codes, days = layout.grid_codes_and_days()
+    codes, days, slots = layout.grid_codes_and_days()
     size = layout.size
-    grid: dict[str, object] = {
-        "symbol": pd.Categorical.from_codes(codes, categories=categories),
-        "date": days.astype("datetime64[D]").astype("datetime64[ns]"),
-    }
-    pos, keep = layout.positions(short, "short")
-    rows = short.loc[keep]
+    first_number = (int(session_numbers_of(
+        layout.session_days[:1].astype("datetime64[D]"))[0])
+                    if len(layout.session_days) else 0)
+    values: dict[str, np.ndarray] = {}
+    labels: dict[str, Labels] = {}
+    flags: dict[str, np.ndarray] = {}
+
+    pos, keep, flags["has_short"] = layout.positions(short, "short")
+    rows = short.loc[keep] if not keep.all() else short
     for column in _SHORT_VALUES:
-        grid[column] = _scatter(size, pos, _float(rows, column))
-    grid["short_source"] = _scatter_labels(size, pos, rows["short_source"], SHORT_SOURCES)
-    has_short = np.zeros(size, dtype=bool)
-    has_short[pos] = True
+        values[column] = _scatter(size, pos, _float(rows, column))
+    labels["short_source"] = _scatter_labels(size, pos, rows["short_source"], SHORT_SOURCES)
 
-    pos, keep = layout.positions(prices, "prices")
-    rows = prices.loc[keep]
+    pos, keep, flags["has_price"] = layout.positions(prices, "prices")
+    rows = prices.loc[keep] if not keep.all() else prices
     for column in _PRICE_VALUES:
-        grid[column] = _scatter(size, pos, _float(rows, column))
-    has_price = np.zeros(size, dtype=bool)
-    has_price[pos] = True
+        values[column] = _scatter(size, pos, _float(rows, column))
 
-    pos, keep = layout.positions(lit, "lit")
-    rows = lit.loc[keep]
+    pos, keep, flags["has_lit"] = layout.positions(lit, "lit")
+    rows = lit.loc[keep] if not keep.all() else lit
     for column in _LIT_VALUES:
-        grid[column] = _scatter(size, pos, _float(rows, column))
-    grid["lit_method"] = _scatter_labels(size, pos, rows["lit_method"])
-    has_lit = np.zeros(size, dtype=bool)
-    has_lit[pos] = True
-
-    grid["has_short"], grid["has_price"], grid["has_lit"] = has_short, has_price, has_lit
-    return pd.DataFrame(grid, columns=list(GRID_COLUMNS), copy=False)
+        values[column] = _scatter(size, pos, _float(rows, column))
+    labels["lit_method"] = _scatter_labels(size, pos, rows["lit_method"])
+    return GridArrays(codes=codes.astype(np.int32), categories=categories, days=days,
+                      session_number=slots + first_number, values=values, labels=labels,
+                      flags=flags,
+                      group_start=np.repeat(layout.offsets, layout.lengths).astype(np.int64))
 
 
 def session_numbers_of(dates: pd.Series | np.ndarray) -> np.ndarray:
@@ -329,10 +448,9 @@ def group_starts(symbol_codes: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(is_start, idx, 0)) if n else idx
 
 
-#: Target rows per chunk of the rolling z-scores: small enough for the working set of one
-#: chunk (~20 float arrays) to stay in the CPU caches, large enough to amortise numpy's
-#: per-call overhead (measured: 32-64k rows is ~1.7x faster than one pass over 1.26M rows).
-ROLLING_CHUNK_ROWS = 1 << 15
+#: Target rows per rolling-kernel task (whole symbols): enough tasks to keep every compute
+#: thread busy, each long enough that thread hand-off costs nothing measurable.
+ROLLING_CHUNK_ROWS = 1 << 17
 
 
 def symbol_chunks(group_start: np.ndarray, target_rows: int) -> list[tuple[int, int]]:
@@ -350,126 +468,10 @@ def symbol_chunks(group_start: np.ndarray, target_rows: int) -> list[tuple[int, 
     return [(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds) if hi > lo]
 
 
-class RollingPlan:
-    """Index bookkeeping shared by every rolling z-score of one grid and window size.
-
-    Rows are laid out in a padded array of blocks of ``block >= window`` rows, aligned to
-    absolute session numbers (``session_number % block == 0`` starts a block) and never shared
-    by two symbols. A window (at most ``window`` rows of one symbol) covers at most the tail of
-    one block and the head of the next. Because the layout depends only on the session, not
-    on where a frame starts, a build that starts on a block boundary computes bit-identical
-    values to a full build.
-    """
-
-    def __init__(self, group_start: np.ndarray, window: int,
-                 session_number: np.ndarray | None = None) -> None:
-        n = len(group_start)
-        idx = np.arange(n)
-        self.window = window
-        self.block = block = block_size(window)
-        self.group_start = group_start
-        sessions = idx if session_number is None else np.asarray(session_number, np.int64)
-        is_start = group_start == idx
-        group_id = np.cumsum(is_start) - 1
-        first_rows = np.flatnonzero(is_start)
-        lengths = np.diff(np.append(first_rows, n))
-        lead = sessions[first_rows] % block                     # offset inside first block
-        blocks_per_group = -(-(lead + lengths) // block)
-        first_block = np.concatenate([[0], np.cumsum(blocks_per_group)])[:-1]
-        self.n_blocks = int(blocks_per_group.sum())
-        rel = idx - group_start
-        self.pos = first_block[group_id] * block + lead[group_id] + rel
-        self.pos_start = self.pos - np.minimum(window - 1, rel)
-        self.block_end = self.pos // block
-        self.block_start = self.pos_start // block
-        self.split = self.block_start != self.block_end
-        self.window_start = idx - (self.pos - self.pos_start)
-        # Column-independent parts of every window sum, computed once per plan: the start of
-        # the window's part inside row i's block, and where the block-local exclusive prefix
-        # sums before it (and before the window start) are read.
-        self.start_2 = np.where(self.split, self.block_end * block, self.pos_start)
-        self.before_start_2 = np.maximum(self.start_2 - 1, 0)
-        self.at_block_start_2 = self.start_2 % block == 0
-        self.before_pos_start = np.maximum(self.pos_start - 1, 0)
-        self.at_block_start = self.pos_start % block == 0
-        self.masks: list[_MaskStats] = []
-
-    def mask_stats(self, valid: np.ndarray) -> _MaskStats:
-        """The counts and change-point bookkeeping of one null pattern (cached: several
-        columns of a grid share theirs)."""
-        for known in self.masks:
-            if np.array_equal(known.valid, valid):
-                return known
-        stats = _MaskStats(self, valid)
-        self.masks.append(stats)
-        return stats
-
-
-class _MaskStats:
-    """Everything of :func:`rolling_zscore_grouped` that depends only on which rows are
-    non-null: window counts (exact integers) and the neighbours used by the exact
-    constant-window test."""
-
-    def __init__(self, plan: RollingPlan, valid: np.ndarray) -> None:
-        n, block = len(valid), plan.block
-        self.valid = valid
-        padded_valid = np.zeros(plan.n_blocks * block)
-        padded_valid[plan.pos] = valid
-        self.grid_valid = padded_valid.reshape(plan.n_blocks, block)
-        self.first_valid = np.argmax(self.grid_valid > 0, axis=1)
-        cum_n = np.cumsum(self.grid_valid, axis=1)
-        tot_n = cum_n[:, -1]
-        cum_n = cum_n.ravel()
-        n_2 = cum_n[plan.pos] - np.where(plan.at_block_start_2, 0.0,
-                                         cum_n[plan.before_start_2])
-        self.n_1 = np.where(plan.split, tot_n[plan.block_start] - np.where(
-            plan.at_block_start, 0.0, cum_n[plan.before_pos_start]), 0.0)
-        self.n_2 = n_2
-        self.count = self.n_1 + n_2
-        self.both = (self.n_1 > 0) & (n_2 > 0)
-        idx = np.arange(n)
-        last_valid = np.maximum.accumulate(np.where(valid, idx, -1))
-        previous_valid = np.empty(n, dtype=np.int64)
-        previous_valid[0] = -1
-        previous_valid[1:] = last_valid[:-1]
-        self.first_of_group = previous_valid < plan.group_start
-        self.previous_valid = np.maximum(previous_valid, 0)
-        next_valid = np.minimum.accumulate(np.where(valid, idx, n)[::-1])[::-1]
-        self.next_valid_at_window_start = next_valid[plan.window_start]
-
-
 def block_size(window: int) -> int:
-    """Rows per block of the rolling layout for ``window`` (a multiple of 64, >= window)."""
+    """Session period of the rolling kernel's exact re-anchoring for ``window`` (a multiple
+    of 64, >= window; see :mod:`darkpool_analysis.kernels`)."""
     return 64 * -(-window // 64)
-
-
-#: Above this ratio of block sums of squares to window sum of squares, the prefix-sum result
-#: may lose more than ~1e-11 (relative) and the window is recomputed by two-pass summation.
-_CONDITION_LIMIT = 1e3
-_GATHER_CELLS = 1 << 22
-
-
-def _two_pass_window_stats(x: np.ndarray, window_start: np.ndarray, rows: np.ndarray,
-                           window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population variance of the windows ending at ``rows`` by direct two-pass
-    summation (the accurate textbook method), in chunks of gathered windows."""
-    means = np.empty(len(rows))
-    variances = np.empty(len(rows))
-    chunk = max(1, _GATHER_CELLS // window)
-    offsets = np.arange(window)
-    for lo in range(0, len(rows), chunk):
-        end_rows = rows[lo:lo + chunk]
-        cells = window_start[end_rows][:, None] + offsets[None, :]
-        inside = cells <= end_rows[:, None]
-        values = np.where(inside, x[np.minimum(cells, end_rows[:, None])], np.nan)
-        present = ~np.isnan(values)
-        n = present.sum(axis=1)
-        mean = np.where(present, values, 0.0).sum(axis=1) / n
-        dev = np.where(present, values - mean[:, None], 0.0)
-        correction = dev.sum(axis=1)
-        means[lo:lo + chunk] = mean + correction / n
-        variances[lo:lo + chunk] = ((dev * dev).sum(axis=1) - correction * correction / n) / n
-    return means, variances
 
 
 def rolling_zscore_grouped(
@@ -477,10 +479,9 @@ def rolling_zscore_grouped(
     group_start: np.ndarray,
     window: int,
     min_periods: int,
-    plan: RollingPlan | None = None,
     session_number: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per-symbol rolling z-score on a grid sorted by (symbol, session), vectorised.
+    """Per-symbol rolling z-score on a grid sorted by (symbol, session), compiled.
 
     ``z_t = (x_t - mean) / std_pop`` over the last ``window`` rows of the same symbol
     including t; NaN when x_t is NaN, when fewer than ``min_periods`` values are non-null, or
@@ -489,84 +490,22 @@ def rolling_zscore_grouped(
     those are detected exactly (no change of value inside the window), not from a rounding
     residue.
 
-    Numerics: prefix sums restart at every block of a padded per-symbol layout (see
-    :class:`RollingPlan`) and use values centred on the block's first non-null value, so no sum
-    mixes symbols or grows with the frame; the two block parts of a window are merged with
-    Chan et al.'s parallel variance formula. Windows whose sums would still cancel badly (an
-    outlier or a trend inside the block) are recomputed exactly by two-pass summation. Every
-    quantity at row t depends only on rows <= t of the same symbol (point in time), and
-    ``session_number`` (absolute session index) fixes the block layout so results do not
-    depend on where the frame starts, provided it starts on a block boundary or at the
-    symbol's first row.
+    Numerics (:func:`darkpool_analysis.kernels.rolling_zscore_kernel`): sliding centred sums,
+    re-anchored exactly every :func:`block_size` sessions of the absolute session number
+    ``session_number`` (default: the row index) and at each symbol's first row; badly
+    conditioned windows are recomputed by two-pass summation. Every value at row t depends
+    only on rows <= t of the same symbol (point in time), and a frame that starts on an anchor
+    gives the same bits as a longer frame from its next anchor on.
     """
-    x = np.asarray(values, dtype=float)
-    n = len(x)
-    out = np.full(n, np.nan)
-    valid = ~np.isnan(x)
-    if n == 0 or not valid.any():
-        return out
-    if plan is None or plan.window != window or plan.group_start is not group_start:
-        plan = RollingPlan(group_start, window, session_number)
-    block, n_blocks = plan.block, plan.n_blocks
-    mask = plan.mask_stats(valid)
+    from darkpool_analysis import kernels
 
-    padded_values = np.zeros(n_blocks * block)
-    padded_values[plan.pos] = np.where(valid, x, 0.0)
-    grid_values = padded_values.reshape(n_blocks, block)
-    grid_valid = mask.grid_valid
-    # Centre each block on its first non-null value: local (little cancellation) and never
-    # later than any non-null row of the block that uses it (point in time).
-    block_mean = grid_values[np.arange(n_blocks), mask.first_valid]
-    centred = (grid_values - block_mean[:, None]) * grid_valid
-    cum_1 = np.cumsum(centred, axis=1)
-    cum_2 = np.cumsum(centred * centred, axis=1)
-    tot_1, tot_2 = cum_1[:, -1], cum_2[:, -1]
-    cum_1, cum_2 = cum_1.ravel(), cum_2.ravel()
-
-    pos, split = plan.pos, plan.split
-    blk_a, blk_i = plan.block_start, plan.block_end
-    # Part 2: the window's rows in the block of row i (block-local prefix sums; the sum
-    # strictly before a block's first slot is 0).
-    s1_2 = cum_1[pos] - np.where(plan.at_block_start_2, 0.0, cum_1[plan.before_start_2])
-    s2_2 = cum_2[pos] - np.where(plan.at_block_start_2, 0.0, cum_2[plan.before_start_2])
-    # Part 1: the rows in the previous block (only when the window is split).
-    s1_1 = np.where(split, tot_1[blk_a] - np.where(plan.at_block_start, 0.0,
-                                                   cum_1[plan.before_pos_start]), 0.0)
-    s2_1 = np.where(split, tot_2[blk_a] - np.where(plan.at_block_start, 0.0,
-                                                   cum_2[plan.before_pos_start]), 0.0)
-    n_1, n_2, count = mask.n_1, mask.n_2, mask.count
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_1 = np.where(n_1 > 0, s1_1 / n_1, 0.0)
-        mean_2 = np.where(n_2 > 0, s1_2 / n_2, 0.0)
-        m2_1 = np.maximum(s2_1 - s1_1 * mean_1, 0.0)
-        m2_2 = np.maximum(s2_2 - s1_2 * mean_2, 0.0)
-        ref_shift = block_mean[blk_a] - block_mean[blk_i]      # c1 - c2
-        delta = ref_shift + mean_1 - mean_2
-        m2 = m2_1 + m2_2 + np.where(mask.both, delta * delta * n_1 * n_2 / count, 0.0)
-        mean_rel = (s1_1 + n_1 * ref_shift + s1_2) / count     # window mean minus c2
-        variance = m2 / count
-        deviation = (x - block_mean[blk_i]) - mean_rel
-
-    # Windows whose sums cancel badly (a block holds values far from the window's, e.g. an
-    # outlier or a trend): recompute those few exactly with a two-pass sum over the window.
-    with np.errstate(invalid="ignore"):
-        magnitude = np.where(split, tot_2[blk_a], 0.0) + cum_2[pos]   # rows <= i only
-        ill = valid & (count >= min_periods) & (m2 * _CONDITION_LIMIT < magnitude)
-    if ill.any():
-        rows = np.flatnonzero(ill)
-        mean_ex, variance_ex = _two_pass_window_stats(x, plan.window_start, rows, window)
-        variance[rows] = variance_ex
-        deviation[rows] = x[rows] - mean_ex
-
-    # Exact constant-window detection: the last change of value (among non-null values of
-    # the symbol) is at or before the window's first non-null value.
-    changed = valid & (mask.first_of_group | (x != x[mask.previous_valid]))
-    last_change = np.maximum.accumulate(np.where(changed, np.arange(n), -1))
-    constant = last_change <= mask.next_valid_at_window_start
-
-    ok = valid & (count >= min_periods) & ~constant & (variance > 0)
-    out[ok] = deviation[ok] / np.sqrt(variance[ok])
+    x = np.ascontiguousarray(values, dtype=np.float64)
+    out = np.empty(len(x))
+    sessions = (np.arange(len(x), dtype=np.int64) if session_number is None
+                else np.ascontiguousarray(session_number, dtype=np.int64))
+    kernels.rolling_zscore_kernel(x, np.ascontiguousarray(group_start, dtype=np.int64),
+                                  sessions, 0, len(x), int(window), block_size(window),
+                                  int(min_periods), kernels.CONDITION_LIMIT, out)
     return out
 
 
@@ -575,7 +514,7 @@ def rolling_zscore_grouped(
 # ---------------------------------------------------------------------------------------------
 def _ratio(numerator: np.ndarray, denominator: np.ndarray, ok: np.ndarray) -> np.ndarray:
     out = np.full(len(numerator), np.nan)
-    out[ok] = numerator[ok] / denominator[ok]
+    np.divide(numerator, denominator, out=out, where=ok)
     return out
 
 
@@ -583,25 +522,25 @@ def _empty_otc() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=object) for c in OTC_COLUMNS})
 
 
-def _merge_otc(grid: pd.DataFrame, otc: pd.DataFrame | None,
-               default_alignment: str | None = None) -> dict[str, object]:
+def _merge_otc(grid: GridArrays, otc: pd.DataFrame | None,
+               default_alignment: str | None, null: np.ndarray) -> dict[str, object]:
     """OTC columns aligned on the grid (NULL, status 'None', has_otc False where absent;
-    ``otc_alignment`` = ``default_alignment`` there)."""
+    ``otc_alignment`` = ``default_alignment`` there). Labels come as :class:`Labels`;
+    without OTC rows the float and week columns are ``null`` (the shared NaN array)."""
     size = len(grid)
-    out: dict[str, object] = {c: np.full(size, np.nan) for c in _OTC_VALUES}
-    week = np.full(size, np.datetime64("NaT"), dtype="datetime64[ns]")
+    out: dict[str, object] = {c: null for c in _OTC_VALUES}
+    week: np.ndarray = null
     status = np.full(size, OTC_STATUSES.index("None"), dtype=np.int8)
     has_otc = np.zeros(size, dtype=bool)
     alignment: np.ndarray | None = None
     if otc is not None and len(otc):
+        week = np.full(size, np.datetime64("NaT"), dtype="datetime64[ns]")
         alignment = np.full(size, default_alignment, dtype=object)
-        categories = grid["symbol"].cat.categories
-        codes = grid["symbol"].cat.codes.to_numpy(dtype=np.int64)
-        days = _to_days(grid["date"])
+        codes = grid.codes.astype(np.int64)
         # The grid is sorted by (symbol, date): find each OTC row by its combined key.
-        otc_codes = _symbol_codes(otc["symbol"], categories)
+        otc_codes = _symbol_codes(otc["symbol"], grid.categories)
         otc_days = _to_days(otc["date"])
-        key_grid = codes * np.int64(1 << 32) + days
+        key_grid = codes * np.int64(1 << 32) + grid.days
         key_otc = np.where(otc_codes >= 0, otc_codes, -1) * np.int64(1 << 32) + otc_days
         hit = np.searchsorted(key_grid, key_otc)
         hit_ok = (otc_codes >= 0) & (hit < size)
@@ -618,24 +557,43 @@ def _merge_otc(grid: pd.DataFrame, otc: pd.DataFrame | None,
         alignment[pos] = rows["otc_alignment"].astype(object).to_numpy()
         has_otc[pos] = rows["has_otc"].fillna(False).to_numpy(dtype=bool)
     out["otc_week_used"] = week
-    out["otc_status"] = pd.Categorical.from_codes(status, categories=list(OTC_STATUSES))
+    out["otc_status"] = Labels(status, OTC_STATUSES)
     if alignment is not None:
-        out["otc_alignment"] = pd.Categorical(alignment)
+        factorised = pd.Categorical(alignment)
+        out["otc_alignment"] = Labels(np.asarray(factorised.codes),
+                                      tuple(factorised.categories))
     else:  # every row carries the same label (or none): no strings to factorise
-        labels = [] if default_alignment is None else [default_alignment]
-        out["otc_alignment"] = pd.Categorical.from_codes(
-            np.full(size, 0 if labels else -1, dtype=np.int8), categories=labels)
+        labels = () if default_alignment is None else (default_alignment,)
+        out["otc_alignment"] = Labels(np.full(size, 0 if labels else -1, dtype=np.int8),
+                                      labels)
     out["has_otc"] = has_otc
     return out
 
 
-def _zone_categorical(display: np.ndarray) -> pd.Categorical:
-    """:func:`~darkpool_analysis.scoring.zone_label` as a categorical, built from codes
-    (same thresholds; NULL where ``display`` is NaN)."""
+def _zone_codes(display: np.ndarray) -> np.ndarray:
+    """:func:`~darkpool_analysis.scoring.zone_label` as codes into :data:`ZONE_LABELS`
+    (same thresholds; -1 = NULL where ``display`` is NaN)."""
     codes = np.where(display >= ACCUMULATION_THRESHOLD, 0,
                      np.where(display <= DISTRIBUTION_THRESHOLD, 1, 2)).astype(np.int8)
     codes[np.isnan(display)] = -1
-    return pd.Categorical.from_codes(codes, categories=list(ZONE_LABELS))
+    return codes
+
+
+def _confidence_of(status_codes: np.ndarray, present: np.ndarray,
+                   lit_flow_imbalance: np.ndarray) -> np.ndarray:
+    """:func:`confidence_score` from ``otc_status`` codes (-1 = NULL, read as 'None') and
+    the number of (short, lit, price) sources present per row."""
+    # Every combination of (status, sources present, imbalance NULL) takes one of 32 values:
+    # compute those with the formula's own operations, then look each row's up.
+    staleness = np.array([_STALENESS[name] for name in OTC_STATUSES] + [_STALENESS["None"]])
+    coverage = _COVERAGE_BY_MISSING[3 - np.arange(4)]          # by number of sources present
+    coverage = np.stack([coverage, coverage * 0.9], axis=1)   # x0.9 when imbalance is NULL
+    table = np.clip(staleness[:, None, None] * coverage[None, :, :], 0.25, 1.0).ravel()
+    index = present * np.int8(2)
+    index += np.isnan(lit_flow_imbalance)
+    # code -1 (unknown/NULL) reads as 'None', the last staleness entry
+    status = np.where(status_codes < 0, len(OTC_STATUSES), status_codes).astype(np.int16)
+    return table[status * np.int16(8) + index]
 
 
 def confidence_score(
@@ -653,24 +611,171 @@ def confidence_score(
     status = otc_status if (isinstance(otc_status, pd.Categorical)
                             and list(otc_status.categories) == list(OTC_STATUSES)) \
         else pd.Categorical(otc_status, categories=list(OTC_STATUSES))
-    by_code = np.array([_STALENESS[name] for name in OTC_STATUSES] + [_STALENESS["None"]])
-    staleness = by_code[status.codes]  # code -1 (unknown/NULL) -> the last entry, 'None'
+    present = (np.asarray(has_short, dtype=np.int8) + np.asarray(has_lit, dtype=np.int8)
+               + np.asarray(has_price, dtype=np.int8))
+    return _confidence_of(np.asarray(status.codes), present, lit_flow_imbalance)
 
-    missing = 3 - (has_short.astype(np.int8) + has_lit.astype(np.int8)
-                   + has_price.astype(np.int8))
-    coverage = _COVERAGE_BY_MISSING[missing]
-    coverage = np.where(np.isnan(lit_flow_imbalance), coverage * 0.9, coverage)
-    return np.clip(staleness * coverage, 0.25, 1.0)
+
+#: Threads running the compiled rolling kernels (they release the GIL) over symbol chunks.
+COMPUTE_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _daily_metrics_columns(grid: GridArrays, settings: MetricSettings,
+                           otc: pd.DataFrame | None,
+                           otc_alignment: str | None
+                           ) -> tuple[dict[str, object], np.ndarray]:
+    """Every ``daily_metrics`` column of ``grid``: float/bool arrays, :class:`Labels`, int64
+    days for ``date`` and ``datetime64[ns]`` for ``otc_week_used`` (the one computation
+    behind :func:`compute_daily_metrics` and :func:`compute_daily_metrics_arrow`), and the
+    all-NaN array that every wholly NULL float column is (the same object)."""
+    size = len(grid)
+    starts = grid.group_start
+    session_numbers = grid.session_number
+    short_window, min_periods = settings.short_z_window, settings.zscore_min_periods
+
+    # Rolling z-scores: compiled kernel tasks over chunks of whole symbols (each symbol's
+    # values do not depend on its neighbours, so chunking changes no bit), run on a thread
+    # pool while this thread computes the row-local columns.
+    chunks = symbol_chunks(starts, ROLLING_CHUNK_ROWS)
+    pool = ThreadPoolExecutor(max_workers=COMPUTE_THREADS, thread_name_prefix="rolling-z") \
+        if COMPUTE_THREADS > 1 and len(chunks) > 1 else None
+    pending: list[Future[None]] = []
+    from darkpool_analysis import kernels
+
+    # Wholly NULL columns (no lit or OTC data in the batch, and what derives from them) all
+    # share one NaN array: no allocation or computation each, and the Arrow table marks
+    # them as plain nulls.
+    null = np.full(size, np.nan)
+
+    def z(values: np.ndarray, window: int = short_window) -> np.ndarray:
+        if values is null or size == 0 or np.isnan(values).all():
+            return null
+        out = np.empty(size)  # the tasks write every row
+        x = np.ascontiguousarray(values, dtype=np.float64)
+        args = (x, starts, session_numbers)
+        tail = (window, block_size(window), min_periods, kernels.CONDITION_LIMIT, out)
+        for lo, hi in chunks:
+            if pool is None:
+                kernels.rolling_zscore_kernel(*args, lo, hi, *tail)
+            else:
+                pending.append(pool.submit(kernels.rolling_zscore_kernel, *args, lo, hi, *tail))
+        return out
+
+    try:
+        col = grid.values
+        out: dict[str, object] = {"symbol": Labels(grid.codes, grid.categories),
+                                  "date": grid.days}
+
+        # Row-local columns in one compiled pass (metrics-spec):
+        # short sale: B = ShortVolume (proxy), S = max(Total - Short, 0), B/Total, B/S;
+        # price: return_1d against the previous grid row of the same symbol (the previous
+        # session), (high - low) / close;
+        # combined flow: NULL parts count as 0, NULL when all four are NULL;
+        # lit: totals, ratios and imbalance where the lit total reaches min_lit_volume.
+        buy, total, close = col["short_volume"], col["total_volume"], col["close"]
+        any_lit = bool(grid.flags["has_lit"].any())
+        lit_buy = col["lit_buy_volume"] if any_lit else null
+        lit_sell = col["lit_sell_volume"] if any_lit else null
+        sell, short_ratio, buy_sell, return_1d, range_pct, vw_flow, combined = (
+            np.empty(size) for _ in range(7))
+        lit_total, lit_buy_ratio, imbalance = ((np.empty(size) for _ in range(3)) if any_lit
+                                               else (null, null, null))
+        kernels.row_columns(buy, total, close, col["high"], col["low"], starts, lit_buy,
+                            lit_sell, any_lit, float(settings.min_lit_volume), sell,
+                            short_ratio, buy_sell, return_1d, range_pct, vw_flow, combined,
+                            lit_total, lit_buy_ratio, imbalance)
+        out.update({
+            "short_volume": buy, "short_exempt_volume": col["short_exempt_volume"],
+            "total_volume": total, "short_source": grid.labels["short_source"],
+            "short_buy_volume": buy, "finra_buy_volume": buy, "short_sell_volume": sell,
+            "short_ratio": short_ratio, "short_buy_sell_ratio": buy_sell,
+            "short_buy_sell_ratio_z": z(buy_sell), "short_ratio_z": z(short_ratio),
+            "finra_buy_volume_z": z(buy),
+        })
+        out.update({c: col[c] for c in _PRICE_VALUES})
+        out.update({
+            "return_1d": return_1d, "return_z": z(return_1d, settings.return_z_window),
+            "range_pct": range_pct,
+        })
+        out.update({"vw_flow": vw_flow, "vw_flow_z": z(vw_flow), "combined_ratio": combined})
+        log_buy_sell = null
+        if any_lit:
+            log_buy_sell = np.full(size, np.nan)
+            both = (lit_buy > 0) & (lit_sell > 0)
+            log_buy_sell[both] = np.log(lit_buy[both] / lit_sell[both])
+        out.update({
+            "lit_buy_volume": lit_buy, "lit_sell_volume": lit_sell,
+            "lit_total_volume": lit_total, "lit_buy_ratio": lit_buy_ratio,
+            "log_buy_sell": log_buy_sell, "lit_flow_imbalance": imbalance,
+            "lit_flow_imbalance_z": z(imbalance), "lit_buy_ratio_z": z(lit_buy_ratio),
+            "lit_method": grid.labels["lit_method"],
+            "lit_coverage_pct": col["lit_coverage_pct"] if any_lit else null,
+        })
+
+        # OTC block (computed elsewhere, point in time) merged as given.
+        otc_cols = _merge_otc(grid, otc, otc_alignment, null)
+        out.update(otc_cols)
+        has_short, has_price = grid.flags["has_short"], grid.flags["has_price"]
+        status = otc_cols["otc_status"]
+        assert isinstance(status, Labels)
+        has_lit = grid.flags["has_lit"]
+        present = has_short.view(np.int8) + has_lit.view(np.int8) + has_price.view(np.int8)
+        out["confidence"] = _confidence_of(status.codes, present, imbalance)
+        out["data_quality"] = Labels(
+            np.where(present == 3, 0, np.where(present == 0, 2, 1)).astype(np.int8),
+            DATA_QUALITY_LEVELS)
+        out.update({"has_short": has_short, "has_lit": has_lit, "has_price": has_price})
+        for task in pending:
+            task.result()
+
+        # Composite score (needs the z-scores), score display and zone: element-wise, so
+        # computed on row ranges in parallel (numpy releases the GIL) with the same bits.
+        short_z = np.asarray(out[settings.accumulation_short_z_source], dtype=float)
+        inputs = [None if out[name] is null else np.asarray(out[name])
+                  for name in ("lit_flow_imbalance_z", "return_z", "otc_participation_z")]
+        score, display = np.empty(size), np.empty(size)
+        zone = np.empty(size, dtype=np.int8)
+
+        def score_rows(lo: int, hi: int) -> None:
+            part = composite_score(short_z[lo:hi],
+                                   *[None if v is None else v[lo:hi] for v in inputs],
+                                   settings)
+            score[lo:hi] = part
+            display[lo:hi] = (part + 1.0) * 50.0
+            zone[lo:hi] = _zone_codes(display[lo:hi])
+
+        bounds = [(lo, hi) for lo, hi in itertools.pairwise(
+            np.linspace(0, size, (COMPUTE_THREADS if pool is not None else 1) + 1,
+                        dtype=np.int64).tolist()) if hi > lo]
+        if pool is None or len(bounds) < 2:
+            for lo, hi in bounds:
+                score_rows(lo, hi)
+        else:
+            for task in [pool.submit(score_rows, lo, hi) for lo, hi in bounds]:
+                task.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    out.update({
+        "accumulation_score": score,
+        "accumulation_score_display": display,
+        "pressure_context_label": Labels(zone, ZONE_LABELS),
+        "accumulation_short_z_source": Labels(np.zeros(size, dtype=np.int8),
+                                              (settings.accumulation_short_z_source,)),
+        "inference_version": Labels(np.zeros(size, dtype=np.int8), (INFERENCE_VERSION,)),
+    })
+    return out, null
 
 
 def compute_daily_metrics(
-    grid: pd.DataFrame,
+    grid: pd.DataFrame | GridArrays,
     settings: MetricSettings,
     otc: pd.DataFrame | None = None,
     *,
     otc_alignment: str | None = None,
 ) -> pd.DataFrame:
-    """Every ``daily_metrics`` column from a grid frame (see :func:`assemble_grid`).
+    """Every ``daily_metrics`` column from a grid (see :func:`assemble_grid`), as a frame.
 
     ``short_buy_volume`` (= ``finra_buy_volume``) is FINRA ShortVolume, a proxy for
     dealer-filled buying, not observed buying. ``otc`` is the optional OTC block
@@ -681,122 +786,110 @@ def compute_daily_metrics(
     ``data_quality``: ``complete`` when short, lit and price data are all present, ``partial``
     when some are, ``no_data`` when none is (a grid row inside a symbol's span).
 
-    Returns a frame with :data:`DAILY_METRICS_COLUMNS`, in the grid's row order.
+    Returns a frame with :data:`DAILY_METRICS_COLUMNS`, in the grid's row order (labels as
+    categoricals). :func:`compute_daily_metrics_arrow` computes the same values as an Arrow
+    table.
     """
-    size = len(grid)
-    codes = grid["symbol"].cat.codes.to_numpy(dtype=np.int64) \
-        if isinstance(grid["symbol"].dtype, pd.CategoricalDtype) \
-        else pd.factorize(grid["symbol"], sort=False)[0]
-    if size > 1 and (np.diff(codes) < 0).any():
-        raise ValueError("grid must be sorted by symbol (see assemble_grid)")
-    starts = group_starts(codes)
-    session_numbers = session_numbers_of(grid["date"])
-    short_window, min_periods = settings.short_z_window, settings.zscore_min_periods
-
-    # Rolling z-scores run on chunks of whole symbols that stay in the CPU caches (each
-    # symbol's values do not depend on its neighbours, so the result is the same); the plans
-    # are shared by every column with the same window.
-    chunks = symbol_chunks(starts, ROLLING_CHUNK_ROWS)
-    plans: dict[tuple[int, int], RollingPlan] = {}
-
-    def z(values: np.ndarray, window: int = short_window) -> np.ndarray:
-        out = np.full(size, np.nan)
-        if np.isnan(values).all():
-            return out
-        for lo, hi in chunks:
-            plan = plans.get((window, lo))
-            if plan is None:
-                plan = plans[(window, lo)] = RollingPlan(starts[lo:hi] - lo, window,
-                                                         session_numbers[lo:hi])
-            out[lo:hi] = rolling_zscore_grouped(values[lo:hi], plan.group_start, window,
-                                                min_periods, plan=plan)
-        return out
-
-    col = {c: grid[c].to_numpy(dtype=float) for c in (*_SHORT_VALUES, *_PRICE_VALUES,
-                                                     "lit_buy_volume", "lit_sell_volume",
-                                                     "lit_coverage_pct")}
-    out: dict[str, object] = {"symbol": grid["symbol"], "date": grid["date"]}
-
-    # Short-sale block. B = ShortVolume (proxy), S = max(Total - Short, 0).
-    buy, total = col["short_volume"], col["total_volume"]
-    sell = np.maximum(total - buy, 0.0)  # NaN stays NaN
-    short_ratio = _ratio(buy, total, total != 0)
-    buy_sell = _ratio(buy, sell, sell > 0)
-    out.update({
-        "short_volume": buy, "short_exempt_volume": col["short_exempt_volume"],
-        "total_volume": total, "short_source": grid["short_source"],
-        "short_buy_volume": buy, "finra_buy_volume": buy, "short_sell_volume": sell,
-        "short_ratio": short_ratio, "short_buy_sell_ratio": buy_sell,
-        "short_buy_sell_ratio_z": z(buy_sell), "short_ratio_z": z(short_ratio),
-        "finra_buy_volume_z": z(buy),
-    })
-
-    # Lit block.
-    lit_buy, lit_sell = col["lit_buy_volume"], col["lit_sell_volume"]
-    lit_total = lit_buy + lit_sell
-    enough = (lit_total >= settings.min_lit_volume) & (lit_total > 0)
-    lit_buy_ratio = _ratio(lit_buy, lit_total, enough)
-    imbalance = _ratio(lit_buy - lit_sell, lit_total, enough)
-    log_buy_sell = np.full(size, np.nan)
-    both = (lit_buy > 0) & (lit_sell > 0)
-    log_buy_sell[both] = np.log(lit_buy[both] / lit_sell[both])
-    out.update({
-        "lit_buy_volume": lit_buy, "lit_sell_volume": lit_sell, "lit_total_volume": lit_total,
-        "lit_buy_ratio": lit_buy_ratio, "log_buy_sell": log_buy_sell,
-        "lit_flow_imbalance": imbalance, "lit_flow_imbalance_z": z(imbalance),
-        "lit_buy_ratio_z": z(lit_buy_ratio), "lit_method": grid["lit_method"],
-        "lit_coverage_pct": col["lit_coverage_pct"],
-    })
-
-    # Combined flow: NULL parts count as 0; NULL when all four are NULL.
-    parts = (buy, lit_buy, sell, lit_sell)
-    any_part = ~np.logical_and.reduce([np.isnan(p) for p in parts])
-    buys = np.nan_to_num(buy) + np.nan_to_num(lit_buy)
-    sells = np.nan_to_num(sell) + np.nan_to_num(lit_sell)
-    vw_flow = np.where(any_part, buys - sells, np.nan)
-    out.update({"vw_flow": vw_flow, "vw_flow_z": z(vw_flow),
-                "combined_ratio": _ratio(buys, sells, sells != 0)})
-
-    # Price block. The previous grid row of the same symbol is the previous session.
-    close = col["close"]
-    previous_close = np.full(size, np.nan)
-    if size > 1:
-        previous_close[1:] = close[:-1]
-    previous_close[starts == np.arange(size)] = np.nan
-    return_1d = _ratio(close, previous_close, previous_close != 0) - 1.0
-    out.update({c: col[c] for c in _PRICE_VALUES})
-    out.update({
-        "return_1d": return_1d, "return_z": z(return_1d, settings.return_z_window),
-        "range_pct": _ratio(col["high"] - col["low"], close, close != 0),
-    })
-
-    # OTC block (computed elsewhere, point in time) merged as given.
-    otc_cols = _merge_otc(grid, otc, otc_alignment)
-    out.update(otc_cols)
-
-    # Composite score and confidence.
-    short_z = np.asarray(out[settings.accumulation_short_z_source], dtype=float)
-    score = composite_score(short_z, out["lit_flow_imbalance_z"], out["return_z"],
-                            out["otc_participation_z"], settings)
-    display = (score + 1.0) * 50.0
-    has_short = grid["has_short"].to_numpy(dtype=bool)
-    has_lit = grid["has_lit"].to_numpy(dtype=bool)
-    has_price = grid["has_price"].to_numpy(dtype=bool)
-    out.update({
-        "accumulation_score": score,
-        "accumulation_score_display": display,
-        "pressure_context_label": _zone_categorical(display),
-        "confidence": confidence_score(otc_cols["otc_status"], has_short, has_lit, has_price,
-                                       imbalance),
-        "has_short": has_short, "has_lit": has_lit, "has_price": has_price,
-    })
-    present = has_short.astype(np.int8) + has_lit.astype(np.int8) + has_price.astype(np.int8)
-    quality_codes = np.where(present == 3, 0, np.where(present == 0, 2, 1)).astype(np.int8)
-    out["data_quality"] = pd.Categorical.from_codes(quality_codes,
-                                                    categories=list(DATA_QUALITY_LEVELS))
-    out["accumulation_short_z_source"] = pd.Categorical.from_codes(
-        np.zeros(size, dtype=np.int8), categories=[settings.accumulation_short_z_source])
-    out["inference_version"] = pd.Categorical.from_codes(
-        np.zeros(size, dtype=np.int8), categories=[INFERENCE_VERSION])
+    arrays = grid if isinstance(grid, GridArrays) else GridArrays.from_frame(grid)
+    columns, null = _daily_metrics_columns(arrays, settings, otc, otc_alignment)
+    data: dict[str, object] = {}
+    for name in DAILY_METRICS_COLUMNS:
+        value = columns[name]
+        data[name] = value.categorical() if isinstance(value, Labels) else value
+    data["date"] = _days_to_stamps(arrays.days)
+    if columns["otc_week_used"] is null:
+        data["otc_week_used"] = np.full(len(arrays), np.datetime64("NaT"), "datetime64[ns]")
+    index = grid.index if isinstance(grid, pd.DataFrame) else None
     # copy=False: no consolidation of ~45 float columns into one 2-D block (a full copy).
-    return pd.DataFrame(out, columns=list(DAILY_METRICS_COLUMNS), index=grid.index, copy=False)
+    return pd.DataFrame(data, columns=list(DAILY_METRICS_COLUMNS), index=index, copy=False)
+
+
+def _dictionary_type(index: pa.DataType) -> pa.DataType:
+    return pa.dictionary(index, pa.string())
+
+
+#: Arrow schema of :func:`compute_daily_metrics_arrow` (the same for every batch): symbol and
+#: labels dictionary-encoded strings (codes straight from the computation, no string
+#: materialised), dates ``date32`` (the SQL ``DATE``), NULL where a float is NaN.
+DAILY_METRICS_ARROW_SCHEMA = pa.schema([
+    (name, _dictionary_type(pa.int32()) if name == "symbol"
+     else pa.date32() if name in ("date", "otc_week_used")
+     else pa.bool_() if name.startswith("has_")
+     else _dictionary_type(pa.int8()) if name in _LABEL_COLUMNS
+     else pa.float64())
+    for name in DAILY_METRICS_COLUMNS
+])
+
+
+def _float_array(values: np.ndarray) -> pa.Array:
+    """A float64 Arrow array over ``values``' own buffer (no copy), NULL where NaN."""
+    from darkpool_analysis import kernels
+
+    data = np.ascontiguousarray(values, dtype=np.float64)
+    bitmap = np.empty((len(data) + 7) // 8, dtype=np.uint8)
+    nulls = int(kernels.validity_bitmap(data, bitmap))
+    validity = pa.py_buffer(bitmap) if nulls else None
+    return pa.Array.from_buffers(pa.float64(), len(data), [validity, pa.py_buffer(data)],
+                                 null_count=nulls)
+
+
+def _label_array(labels: Labels, index: pa.DataType, keep: np.ndarray | None) -> pa.Array:
+    """A dictionary array over the label codes (code -1 = NULL)."""
+    codes = labels.codes if keep is None else labels.codes[keep]
+    dtype = index.to_pandas_dtype()
+    if len(labels.categories) > np.iinfo(dtype).max:
+        raise ValueError(f"too many labels for {index}: {len(labels.categories)}")
+    indices = codes.astype(dtype, copy=False)
+    # Codes are -1 or a category's position by construction; min() finds the NULLs cheaply.
+    mask = indices < 0 if len(indices) and indices.min() < 0 else None
+    dictionary = pa.array(np.asarray(labels.categories, dtype=object), type=pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(indices, type=index, mask=mask), dictionary,
+                                          safe=False)
+
+
+def compute_daily_metrics_arrow(
+    grid: GridArrays | pd.DataFrame,
+    settings: MetricSettings,
+    otc: pd.DataFrame | None = None,
+    *,
+    otc_alignment: str | None = None,
+    write_from: np.datetime64 | pd.Timestamp | None = None,
+) -> pa.Table:
+    """:func:`compute_daily_metrics` as an Arrow table built straight from the arrays.
+
+    Columns and types: :data:`DAILY_METRICS_ARROW_SCHEMA` (the same for every batch, so the
+    tables of one build can go to one file). Float columns share the computed arrays'
+    buffers; only the NaN -> NULL validity bitmaps are new. ``write_from`` keeps only rows
+    dated on or after it (a range build's warm-up rows are computed, not returned).
+    """
+    arrays = grid if isinstance(grid, GridArrays) else GridArrays.from_frame(grid)
+    columns, null = _daily_metrics_columns(arrays, settings, otc, otc_alignment)
+    keep: np.ndarray | None = None
+    if write_from is not None:
+        first_day = int(np.datetime64(pd.Timestamp(write_from).date(), "D").astype(np.int64))
+        keep = arrays.days >= first_day
+        if keep.all():
+            keep = None
+    result: list[pa.Array] = []
+    for field in DAILY_METRICS_ARROW_SCHEMA:
+        value = columns[field.name]
+        if isinstance(value, Labels):
+            result.append(_label_array(value, field.type.index_type, keep))
+            continue
+        n_rows = len(arrays) if keep is None else int(np.count_nonzero(keep))
+        if value is null:
+            result.append(pa.nulls(n_rows, type=field.type))
+            continue
+        data = np.asarray(value)
+        if keep is not None:
+            data = data[keep]
+        if field.name == "date":
+            result.append(pa.array(data.astype(np.int32), type=pa.date32()))
+        elif field.type == pa.float64():
+            result.append(_float_array(data))
+        elif field.name == "otc_week_used":  # datetime64[ns], NaT -> NULL
+            result.append(pa.array(data.astype("datetime64[D]"), type=pa.date32(),
+                                   from_pandas=True))
+        else:  # bools
+            result.append(pa.array(data, type=field.type))
+    return pa.Table.from_arrays(result, schema=DAILY_METRICS_ARROW_SCHEMA)

@@ -43,7 +43,7 @@ def rolling_zscore(series: pd.Series, window: int, min_periods: int) -> pd.Serie
     return z
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -59,15 +59,15 @@ def composite_score(
     ``raw = w_short*tanh(0.5*short_z) + w_lit*tanh(0.5*lit_z) + w_price*tanh(0.3*price_z)``,
     ``intensity = min + (max - min) * sigmoid(otc_z)``, ``score = clip(raw * intensity, -1, 1)``.
     """
-    short = np.asarray(pd.to_numeric(pd.Series(np.asarray(short_z)), errors="coerce"),
-                       dtype=float)
+    short = _floats(short_z)
 
-    def _zero_filled(values: np.ndarray | pd.Series | None) -> np.ndarray:
+    def _zero_filled(values: np.ndarray | pd.Series | None) -> np.ndarray | float:
+        # None (no such data at all) is the scalar 0.0: the same bits as an array of zeros
+        # in every operation below, without allocating or computing one.
         if values is None:
-            return np.zeros_like(short)
-        arr = np.asarray(pd.to_numeric(pd.Series(np.asarray(values)), errors="coerce"),
-                         dtype=float)
-        return np.nan_to_num(arr, nan=0.0)
+            return 0.0
+        arr = _floats(values)
+        return np.where(np.isnan(arr), 0.0, arr)
 
     lit, price, otc = _zero_filled(lit_z), _zero_filled(price_z), _zero_filled(otc_z)
     raw = (
@@ -78,6 +78,14 @@ def composite_score(
     span = weights.intensity_scale_max - weights.intensity_scale_min
     intensity = weights.intensity_scale_min + span * _sigmoid(otc)
     return np.clip(raw * intensity, -1.0, 1.0)  # NaN short_z stays NaN through clip
+
+
+def _floats(values: np.ndarray | pd.Series) -> np.ndarray:
+    """``values`` as a float64 array (non-numbers -> NaN); float arrays pass through."""
+    arr = np.asarray(values)
+    if arr.dtype == np.float64:
+        return arr
+    return np.asarray(pd.to_numeric(pd.Series(arr), errors="coerce"), dtype=float)
 
 
 def score_display(
