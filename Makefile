@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,yahoo]'
+	$(BIN)/python -m pip install --quiet -e '.[test,yahoo,dask]'
 	$(BIN)/python -m pip install --quiet --no-deps 'tclf>=0.4'
 	@touch $(STAMP)
 

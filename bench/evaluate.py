@@ -1,9 +1,13 @@
-"""Benchmark the signal lab: evaluation, a 1,000-combination backtest grid, and alphalens.
+"""Benchmark the signal lab end to end: panel, in-sample evaluation, costs, the backtest grid,
+and the out-of-sample assessment (HAC + block-bootstrap intervals, permutation placebo, PBO,
+SPA, deflated Sharpe, verdicts), plus alphalens on a subset for a ratio.
 
-Full size (``--scale 1``): 5 variants x 3,000 symbols x 1,260 sessions x 4 horizons
-(targets: evaluation <= 30 s and <= 4 GB; grid <= 120 s). alphalens runs on a subset of the
-same input (``--alphalens-symbols``) because it is much slower; our time on that subset is
-measured in the same run for the ratio.
+Full size (``--scale 1``): 5 variants x 3,000 symbols x 1,260 sessions x 4 horizons, the
+1,000-combination grid, SPA with 1,000 bootstrap replications, PBO with 16 partitions,
+200 placebo permutations (issue 11 target: all of it <= 60 s and <= 4 GB on the 2-core
+machine). Each part prints its seconds and the peak RSS so far. alphalens runs on a subset
+of the same input (``--alphalens-symbols``) because it is much slower; our time on that
+subset is measured in the same run for the ratio.
 
     .venv/bin/python bench/evaluate.py --scale 0.1
 """
@@ -19,7 +23,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from darkpool_analysis.evaluation.assess import AssessConfig, assess
 from darkpool_analysis.evaluation.backtest import BacktestEngine, grid_points, parse_exits, run_grid
+from darkpool_analysis.evaluation.costs import side_costs
 from darkpool_analysis.evaluation.ic import evaluate_panel
 from darkpool_analysis.evaluation.returns import EvalPanel, build_panel
 from darkpool_analysis.signals import REGISTRY
@@ -87,27 +93,45 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of 3,000 symbols (sessions stay 1,260)")
     parser.add_argument("--grid", type=int, default=1000, help="backtest combinations")
-    parser.add_argument("--alphalens-symbols", type=int, default=300)
+    parser.add_argument("--placebos", type=int, default=200)
+    parser.add_argument("--spa-reps", type=int, default=1000)
+    parser.add_argument("--pbo-partitions", type=int, default=16)
+    parser.add_argument("--bootstrap-reps", type=int, default=1000)
+    parser.add_argument("--alphalens-symbols", type=int, default=300,
+                        help="0 skips the alphalens baseline")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     n_symbols, n_days = max(int(3000 * args.scale), 20), 1260
 
     started = time.perf_counter()
     frame = synthetic_frame(n_symbols, n_days)
-    print(f"generated {len(frame):,} rows in {time.perf_counter() - started:.1f}s")
+    frame["high"] = np.maximum(frame["open"], frame["close"]) * 1.004
+    frame["low"] = np.minimum(frame["open"], frame["close"]) * 0.996
+    print(f"generated {len(frame):,} rows in {time.perf_counter() - started:.1f}s "
+          "(not counted)")
+    parts: list[tuple[str, float, float]] = []
 
+    def part(name: str, seconds: float) -> None:
+        parts.append((name, seconds, peak_mb()))
+        print(f"  {name:<40} {seconds:7.2f} s   peak {peak_mb():7,.0f} MB", flush=True)
+
+    total_started = time.perf_counter()
     started = time.perf_counter()
     panel = build_panel(frame, [REGISTRY[v] for v in VARIANTS])
-    result = evaluate_panel(panel, HORIZONS, placebo=True)
-    seconds = time.perf_counter() - started
-    cells = len(frame) * len(VARIANTS) * len(HORIZONS)
-    print(f"evaluate: {len(VARIANTS)} variants (+ placebo) x {n_symbols:,} symbols x "
-          f"{n_days:,} sessions x {len(HORIZONS)} horizons: {seconds:.1f}s, "
-          f"{len(frame) / seconds:,.0f} rows/s, {cells / seconds:,.0f} cell-horizons/s, "
-          f"peak {peak_mb():,.0f} MB, {len(result.metrics):,} numbers")
+    del frame
+    part(f"panel ({len(VARIANTS)} variants)", time.perf_counter() - started)
+
+    started = time.perf_counter()
+    cost = side_costs(panel.shape, cost_bps=5.0, model="chl", high=panel.high, low=panel.low,
+                      close=panel.close)
+    part("costs (chl spread estimate)", time.perf_counter() - started)
+
+    started = time.perf_counter()
+    result = evaluate_panel(panel, HORIZONS, placebo=True, side_cost=cost)
+    part("in-sample IC/quantiles/events (+placebo)", time.perf_counter() - started)
 
     engine = BacktestEngine(panel.dates, panel.symbols, panel.open, panel.close,
-                            panel.in_window)
+                            panel.in_window, side_cost=cost)
     exits = parse_exits("fixed:1,fixed:5,fixed:10,fixed:20,fixed:30,first_dist,two_dist,"
                         "hybrid:30,decay:3,hybrid:10")
     levels = [(b, s) for b in (60, 62, 64, 66, 68, 70, 72, 74, 76, 78)
@@ -119,16 +143,30 @@ def main() -> None:
                           for v in VARIANTS}, thresholds, exits)[: args.grid]
     started = time.perf_counter()
     grid = run_grid(engine, panel.signals, {v: REGISTRY[v].neutral for v in VARIANTS}, points)
-    seconds = time.perf_counter() - started
-    print(f"backtest grid: {len(grid):,} combinations in {seconds:.1f}s "
-          f"({seconds / max(len(grid), 1) * 1000:.0f} ms each), {grid['trades'].sum():,.0f} "
-          f"trades, peak {peak_mb():,.0f} MB")
+    part(f"backtest grid ({len(grid.table):,} combinations, gross+net)",
+         time.perf_counter() - started)
 
-    subset = min(args.alphalens_symbols, n_symbols)
-    ours, theirs = ours_vs_alphalens(panel, subset)
-    print(f"alphalens baseline (1 variant x {subset} symbols x {n_days} sessions x "
-          f"{len(HORIZONS)} horizons): alphalens {theirs:.1f}s, ours {ours:.2f}s, "
-          f"ratio {theirs / ours:.1f}x faster")
+    timings: dict[str, float] = {}
+    config = AssessConfig(horizons=HORIZONS, placebos=args.placebos, spa_reps=args.spa_reps,
+                          pbo_partitions=args.pbo_partitions,
+                          bootstrap_reps=args.bootstrap_reps)
+    assessment = assess(panel, cost, config, grid=grid, timings=timings)
+    for name, seconds in timings.items():
+        part(name, seconds)
+    total = time.perf_counter() - total_started
+    cells = n_symbols * n_days * len(VARIANTS) * len(HORIZONS)
+    print(f"TOTAL {total:.1f} s for {len(VARIANTS)} variants x {n_symbols:,} symbols x "
+          f"{n_days:,} sessions x {len(HORIZONS)} horizons ({cells / total:,.0f} "
+          f"cell-horizons/s), {assessment.n_trials:,} trials, peak {peak_mb():,.0f} MB; "
+          f"{len(result.metrics):,} in-sample numbers; verdicts "
+          + ", ".join(f"{k}={v.verdict}" for k, v in assessment.verdicts.items()))
+
+    if args.alphalens_symbols:
+        subset = min(args.alphalens_symbols, n_symbols)
+        ours, theirs = ours_vs_alphalens(panel, subset)
+        print(f"alphalens baseline (1 variant x {subset} symbols x {n_days} sessions x "
+              f"{len(HORIZONS)} horizons): alphalens {theirs:.1f}s, ours {ours:.2f}s, "
+              f"ratio {theirs / ours:.1f}x faster")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def generate_scan_db(db_path: Path, symbols: int, sessions: int,
     with store.open_writer(db_path) as writer:
         conn = writer.conn
         store.run(conn, "SELECT setseed(0.17)")
-        rows = conn.execute(f"""
+        rows = conn.sql(f"""
             WITH s AS (SELECT 'S' || lpad(CAST(i AS VARCHAR), 5, '0') AS symbol,
                               exp(2 + 2 * random()) AS price FROM range({symbols}) t(i)),
                  d AS (SELECT unnest($1::DATE[]) AS date),
@@ -76,7 +76,7 @@ def generate_scan_db(db_path: Path, symbols: int, sessions: int,
                    'CNMS' AS short_source, true AS has_short, true AS has_price,
                    random() > 0.2 AS has_lit, true AS has_otc
             FROM base ORDER BY {order}
-        """, [list(days.date)]).arrow()
+        """, params=[list(days.date)]).to_arrow_table()
         writer.replace_metrics(rows)
     return days[-1].date()
 
@@ -91,7 +91,7 @@ def generate_index_db(db_path: Path, symbols: int, years: float, members: int,
     with store.open_writer(db_path) as writer:
         conn = writer.conn
         store.run(conn, "SELECT setseed(0.42)")
-        rows = conn.execute(f"""
+        rows = conn.sql(f"""
             WITH s AS (SELECT i, 'S' || lpad(CAST(i AS VARCHAR), 5, '0') AS symbol,
                               10 + 290 * random() AS base FROM range({symbols}) t(i)),
                  d AS (SELECT unnest($1::DATE[]) AS date)
@@ -103,7 +103,7 @@ def generate_index_db(db_path: Path, symbols: int, years: float, members: int,
                          round(exp(13 + 1.5 * random())) AS t FROM s CROSS JOIN d)
             WHERE random() > 0.01
             ORDER BY symbol, date
-        """, [list(days.date)]).arrow()
+        """, params=[list(days.date)]).to_arrow_table()
         writer.replace_metrics(rows)
     rng = np.random.default_rng(seed)
     steady = int(members * 0.9)

@@ -519,20 +519,28 @@ def _holes_before(conn: duckdb.DuckDBPyConnection, spans: pd.DataFrame,
                   first: dt.date) -> pd.DataFrame:
     """Symbols whose stored rows end before the session preceding ``first`` while their raw
     data reaches ``first`` or later: the sessions in between are no-data rows a full build
-    has. Returns ``symbol, hole_start`` (the first missing session)."""
-    conn.register("_build_spans", spans[["symbol", "last_date"]])
-    try:
-        stored = conn.execute("""
-            SELECT d.symbol, max(d.date) AS stored_last
-            FROM daily_metrics d SEMI JOIN _build_spans s
-                 ON d.symbol = s.symbol AND s.last_date >= $1
-            WHERE d.date < $1
-            GROUP BY d.symbol
-        """, [first]).df()
-    finally:
-        conn.unregister("_build_spans")
+    has. Returns ``symbol, hole_start`` (the first missing session).
+
+    A symbol with a row on the preceding session has no hole, so only the others (usually
+    none) are looked up: a daily update reads one date of the table, not all of it.
+    """
+    empty = pd.DataFrame({"symbol": [], "hole_start": []})
+    reaching = spans.loc[pd.to_datetime(spans["last_date"]) >= pd.Timestamp(first), "symbol"]
+    if reaching.empty:
+        return empty
+    before = previous_session(first)
+    present = {str(r[0]) for r in conn.execute(
+        "SELECT symbol FROM daily_metrics WHERE date = ?", [before]).fetchall()}
+    candidates = [str(s) for s in reaching if str(s) not in present]
+    if not candidates:
+        return empty
+    stored = conn.execute("""
+        SELECT symbol, max(date) AS stored_last FROM daily_metrics
+        WHERE symbol IN (SELECT unnest(?::VARCHAR[])) AND date < ?
+        GROUP BY symbol
+    """, [candidates, first]).df()
     if stored.empty:
-        return pd.DataFrame({"symbol": [], "hole_start": []})
+        return empty
     sessions = sessions_index(pd.Timestamp(stored["stored_last"].min()), pd.Timestamp(first))
     after = sessions.searchsorted(pd.to_datetime(stored["stored_last"]), side="right")
     before_first = sessions.searchsorted(pd.Timestamp(first), side="left")

@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import ast
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -50,8 +51,15 @@ from darkpool_analysis.signals import (
     rolling_z,
 )
 
+#: Longest expression accepted (characters), most elements (AST nodes) in one expression,
+#: and most formulas in one request or command: each formula is a full dates x symbols
+#: computation, so their number bounds the work one command (or web request) may ask for.
+#: The web page reuses these limits.
 MAX_EXPRESSION_LENGTH = 500
 MAX_NODES = 200
+MAX_FORMULAS = 20
+#: Longest ``name=<expression>`` spec (name of at most 64 characters, ``=``, expression).
+MAX_SPEC_LENGTH = 64 + 1 + MAX_EXPRESSION_LENGTH + 16
 
 #: Numeric ``daily_metrics`` columns a formula may read (store.py migration 1).
 FORMULA_COLUMNS: tuple[str, ...] = (
@@ -126,8 +134,11 @@ class Formula:
                        _compute, self.scale, self.buy, self.sell, neutral)
 
 
-def _fail(expression: str, position: int, message: str) -> FormulaError:
-    pointer = f"\n  {expression}\n  {' ' * position}^"
+def _fail(expression: str, position: int, message: str, length: int = 1) -> FormulaError:
+    """The error, with the expression and ``^`` marks under the offending token (``position``
+    is the 0-based offset; the pointer line also gives the 1-based column)."""
+    length = max(1, min(length, len(expression) - position))
+    pointer = (f"\n  {expression}\n  {' ' * position}{'^' * length} column {position + 1}")
     return FormulaError(f"formula rejected at position {position}: {message}{pointer}",
                         hint=f"allowed: column names, numbers, + - * / ** and comparisons, "
                              f"functions {', '.join(FUNCTIONS)}")
@@ -155,7 +166,12 @@ class _Checker(ast.NodeVisitor):
         self.nodes = 0
 
     def fail(self, node: ast.AST, message: str) -> FormulaError:
-        return _fail(self.expression, getattr(node, "col_offset", 0), message)
+        target = node.func if isinstance(node, ast.Call) else node
+        start = getattr(target, "col_offset", 0)
+        end = getattr(target, "end_col_offset", None)
+        same_line = getattr(target, "end_lineno", 1) == getattr(target, "lineno", 1)
+        length = end - start if end is not None and same_line else 1
+        return _fail(self.expression, start, message, length)
 
     def generic_visit(self, node: ast.AST) -> None:
         raise self.fail(node, f"{type(node).__name__} ({self._snippet(node)!r}) is not allowed")
@@ -176,6 +192,15 @@ class _Checker(ast.NodeVisitor):
         if type(node.value) not in (int, float):
             raise self.fail(node, f"only numbers are allowed as constants, got "
                                   f"{self._snippet(node)!r}")
+        try:
+            finite = math.isfinite(float(node.value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            shown = self._snippet(node)
+            shown = shown if len(shown) <= 24 else f"{shown[:20]}... ({len(shown)} digits)"
+            raise self.fail(node, f"number {shown} is beyond the floating-point range; "
+                                  "expected a finite number (at most about 1.8e308)")
 
     def visit_Name(self, node: ast.Name) -> None:
         if node.id not in self.valid_columns:
@@ -235,6 +260,10 @@ def parse_formula(spec: str, *, columns: frozenset[str] | None = None,
 
     ``columns`` restricts the readable columns (default :data:`FORMULA_COLUMNS`).
     """
+    if len(spec) > MAX_SPEC_LENGTH:
+        raise FormulaError(f"formula {spec[:40]!r}... is {len(spec):,} characters long; the "
+                           f"limit is {MAX_SPEC_LENGTH} (an expression of at most "
+                           f"{MAX_EXPRESSION_LENGTH})")
     if "=" not in spec:
         raise FormulaError(f"formula {spec[:60]!r} must look like name=<expression>")
     name, expression = (part.strip() for part in spec.split("=", 1))
@@ -291,6 +320,7 @@ def load_formula_file(path: Path) -> list[Formula]:
     if not isinstance(table, dict) or not table:
         raise DataFormatError("expected a non-empty [formulas] table", source=source,
                               field="formulas")
+    _check_count(len(table))
     formulas = []
     for name, entry in table.items():
         options: Mapping[str, Any] = {"expr": entry} if isinstance(entry, str) else entry
@@ -392,12 +422,23 @@ class _Evaluator:
         return ((flat + 1.0) * 50.0).reshape(short_z.shape)
 
 
+def _check_count(count: int) -> None:
+    if count > MAX_FORMULAS:
+        raise FormulaError(f"{count:,} formulas given; the limit is {MAX_FORMULAS} per command "
+                           "(each one is computed over every symbol and session)",
+                           hint="split them over several runs, or put the ones you compare "
+                                "in one formula file")
+
+
 def collect_formulas(specs: Iterable[str], files: Iterable[Path]) -> dict[str, Formula]:
     """``--formula`` strings and ``--formula-file`` files -> formulas keyed by name; a name
     defined twice is an error."""
+    specs = list(specs)
+    _check_count(len(specs))
     formulas = [parse_formula(s) for s in specs]
     for path in files:
         formulas.extend(load_formula_file(path))
+        _check_count(len(formulas))
     out: dict[str, Formula] = {}
     for formula in formulas:
         if formula.name in out:
@@ -411,5 +452,6 @@ def formulas_as_variants(specs: list[str], files: list[Path]) -> dict[str, Varia
     return {name: f.as_variant() for name, f in collect_formulas(specs, files).items()}
 
 
-__all__ = ["FORMULA_COLUMNS", "FUNCTIONS", "Formula", "FormulaError", "compile_expression",
+__all__ = ["FORMULA_COLUMNS", "FUNCTIONS", "MAX_EXPRESSION_LENGTH", "MAX_FORMULAS", "MAX_NODES",
+           "MAX_SPEC_LENGTH", "Formula", "FormulaError", "compile_expression",
            "formulas_as_variants", "load_formula_file", "parse_formula"]

@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 
 from darkpool_analysis import trading_calendar
-from darkpool_analysis.store import connect_readonly, read_owed, table_exists
+from darkpool_analysis.store import connect_readonly, disk_bytes, read_owed, table_exists
 
 #: Tables shown by ``db info`` with the date column that defines their coverage.
 COVERAGE_COLUMNS: dict[str, str] = {
@@ -104,7 +104,7 @@ def collect(db_path: Path, *, recent: int = 10) -> Inventory:
             ).df()
         return Inventory(
             path=Path(db_path),
-            size_bytes=Path(db_path).stat().st_size,
+            size_bytes=disk_bytes(db_path),
             schema_version=int(version_row[0]) if version_row and version_row[0] else 0,
             tables=pd.DataFrame(rows),
             short_by_facility=by_facility,

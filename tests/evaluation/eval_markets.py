@@ -50,3 +50,30 @@ def metrics_frame(market: Market) -> pd.DataFrame:
         "short_volume": 5000.0, "total_volume": 9000.0, "short_buy_volume": 5000.0,
         "short_sell_volume": 4000.0,
     })
+
+
+def score_market(n_symbols: int = 300, n_days: int = 400, ic: float = 0.0, seed: int = 0,
+                 vol: float = 0.02) -> pd.DataFrame:
+    """A daily_metrics frame for the seed-score variants (current, option_a, option_b):
+    every z column is independent standard normal noise, and the next session's
+    open-to-close return loads on ``short_buy_sell_ratio_z`` with correlation ``ic`` (0 = the
+    signal is independent of returns). Gapless prices with a 1% high/low range."""
+    rng = np.random.default_rng(seed)
+    shape = (n_days, n_symbols)
+    z = {c: rng.normal(size=shape) for c in ("short_buy_sell_ratio_z", "vw_flow_z",
+                                             "lit_flow_imbalance_z", "return_z",
+                                             "otc_participation_z", "finra_buy_volume_z")}
+    step = np.zeros(shape)
+    step[1:] = vol * (ic * z["short_buy_sell_ratio_z"][:-1]
+                      + np.sqrt(1 - ic**2) * rng.normal(size=(n_days - 1, n_symbols)))
+    close = 50 * np.cumprod(1 + step, axis=0)
+    open_ = np.vstack([close[:1], close[:-1]])
+    dates = sessions_index("2021-01-04", "2024-12-31")[:n_days]
+    frame = pd.DataFrame({
+        "symbol": np.tile(np.array([f"S{i:03d}" for i in range(n_symbols)]), n_days),
+        "date": np.repeat(dates.to_numpy(), n_symbols),
+        "open": open_.ravel(), "close": close.ravel(),
+        "high": (np.maximum(open_, close) * 1.005).ravel(),
+        "low": (np.minimum(open_, close) * 0.995).ravel(),
+        **{c: v.ravel() for c, v in z.items()}})
+    return frame

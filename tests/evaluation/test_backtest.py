@@ -182,7 +182,7 @@ def test_grid_with_cached_arrays_equals_individual_runs() -> None:
     engine = _engine(close * 1.001, close, dates=pd.bdate_range("2024-01-01", periods=n))
     points = grid_points({"v": (70.0, 30.0, 50.0)}, {"v": [(60, 40), (70, 30), (65, 40)]},
                          parse_exits("fixed:3,first_dist,two_dist,decay:2,hybrid:5"))
-    grid = run_grid(engine, {"v": signal}, {"v": 50.0}, points)
+    grid = run_grid(engine, {"v": signal}, {"v": 50.0}, points).table
     assert len(grid) == 15
     for row in grid.itertuples(index=False):
         alone = engine.run(signal, buy=row.buy, sell=row.sell, rule=parse_exit(

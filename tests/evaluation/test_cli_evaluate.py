@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from html import unescape
 from pathlib import Path
 
 import duckdb
@@ -25,7 +28,7 @@ from darkpool_analysis.store import open_writer
 def metrics_db(db_path: Path) -> Path:
     frame = metrics_frame(planted_market(n_days=230, n_symbols=40, seed=5))
     with open_writer(db_path) as writer:
-        writer.replace_partition("daily_metrics", frame, where="true", params=[])
+        writer.replace_metrics(frame)
     return db_path
 
 
@@ -53,7 +56,32 @@ def test_evaluate_end_to_end(metrics_db: Path, tmp_path: Path) -> None:
     assert abs(ic["placebo:short_buy_sell_ratio_z"]) < 0.05
     assert {"backtest", "walk_forward", "events", "turnover"} <= set(numbers["section"])
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 4 and "point-in-time" in html
+    # out-of-sample IC, in-sample IC, quantiles, spread, equity
+    assert html.count("data:image/png;base64,") == 5 and "point-in-time" in html
+    sections = ["<h2>Verdicts", "<h2>Data and coverage", "<h2>Timing and costs",
+                "<h2>Out-of-sample", "<h2>Corrections", "<h2>In-sample detail"]
+    positions = [html.index(s) for s in sections]
+    assert positions == sorted(positions)
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert not re.search(r">\s*[+-]?nan\s*<", text, flags=re.IGNORECASE)
+    assert not re.search(r"\de-\d", text)  # no raw exponents such as -2.621e-19
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["mode"] == "cross_sectional" and summary["cost_bps_per_side"] == 5.0
+    assert summary["synthetic"] is False
+    assert isinstance(summary["n_trials"], int) and summary["n_trials"] == 4 + 2 + 3 * 2
+    # (current: 2 levels x 2 exits; short_buy_sell_ratio_z: 1 x 2; neg has no buy level;
+    # plus a spread per variant x horizon)
+    assert set(summary["variants"]) == {"short_buy_sell_ratio_z", "current", "neg"}
+    planted = summary["variants"]["short_buy_sell_ratio_z"]
+    assert set(planted) >= {"verdict", "reason", "oos_ic_mean", "oos_ic_ci95",
+                            "oos_ic_pvalue_adjusted", "oos_net_spread_bps_per_day",
+                            "deflated_sharpe"}
+    assert planted["verdict"] == "evidence" and planted["reason"].startswith("evidence:")
+    lo, hi = planted["oos_ic_ci95"]
+    assert lo < planted["oos_ic_mean"] < hi and planted["oos_ic_pvalue_adjusted"] < 0.05
+    assert summary["variants"]["neg"]["verdict"] == "no_evidence"
+    assert (summary["pbo"] is None) == ("pbo_reason" in summary)
+    assert (summary["spa_pvalue"] is None) == ("spa_reason" in summary)
     factor = pd.read_parquet(out / "alphalens_factor_current.parquet")
     assert factor.index.names == ["date", "asset"]
     assert {"1D", "5D", "factor", "factor_quantile"} <= set(factor.columns)
@@ -107,3 +135,33 @@ def test_cli_mirrors_backtest_exit_defaults() -> None:
 
     assert evaluate_cmd.DEFAULT_EXITS == backtest.DEFAULT_EXITS
     assert evaluate_cmd.EXIT_HELP == backtest.EXIT_HELP
+
+
+def test_synthetic_owed_and_unknown_tickers_are_said(metrics_db: Path, tmp_path: Path) -> None:
+    from darkpool_analysis.store import META_SYNTHETIC
+    from darkpool_analysis.synthetic import SYNTHETIC_LABEL
+
+    with open_writer(metrics_db) as writer:
+        writer.set_meta({META_SYNTHETIC: "true"})
+        with writer.transaction() as conn:
+            conn.execute("INSERT INTO metrics_owed VALUES ('S001', DATE '2022-03-01', "
+                         "'prices_daily', now())")
+    out = tmp_path / "syn"
+    args = ["evaluate", "--variants", "short_buy_sell_ratio_z", "--universe", "S001,S002,ZZZZ",
+            "--horizons", "1", "--exits", "", "--placebos", "0", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["synthetic"] is True and summary["synthetic_label"] == SYNTHETIC_LABEL
+    assert summary["mode"] == "time_series"  # two names per date < --min-names 10
+    html = unescape((out / "report.html").read_text(encoding="utf-8"))
+    assert SYNTHETIC_LABEL in html
+    assert "daily_metrics is out of date" in html
+    assert "left out): ZZZZ" in html
+    assert "not run (--placebos 0)" in html and "event backtests: not run (--exits '')" in html
+    unknown = CliRunner().invoke(app, ["evaluate", "--universe", "XS001", "--out",
+                                       str(tmp_path / "none")])
+    assert unknown.exit_code == 1
+    assert "XS001" in unknown.output and "did you mean" in unknown.output
+    assert "did you mean S001" in unknown.output
+    assert not (tmp_path / "none").exists()

@@ -49,3 +49,22 @@ def test_bad_dates_are_rejected(text: str) -> None:
 
 def test_compact_date_format() -> None:
     assert tc.to_date("20210104") == dt.date(2021, 1, 4)
+
+
+def test_cached_sessions_equal_exchange_calendars() -> None:
+    """The on-disk session cache (start-up speed) gives exchange_calendars' own answers."""
+    import pandas as pd
+
+    cal = tc.calendar()
+    expected = cal.sessions_in_range("2009-01-02", "2025-12-31")
+    assert tc.sessions_index("2009-01-02", "2025-12-31").equals(pd.DatetimeIndex(expected))
+    for day in pd.date_range("2019-12-20", "2020-01-10"):
+        assert tc.is_session(day) == cal.is_session(day)
+        assert tc.previous_session(day) == cal.date_to_session(
+            day - pd.Timedelta(days=1), "previous").date()
+        session = cal.date_to_session(day, "previous")
+        assert tc.session_offset(day, 3) == cal.session_offset(session, 3).date()
+        assert tc.session_offset(day, -3) == cal.session_offset(session, -3).date()
+    assert tc._cache_file(tc._calendar_end()).exists()
+    tc._session_days.cache_clear()  # read back from the file: the same sessions
+    assert tc.sessions_index("2009-01-02", "2025-12-31").equals(pd.DatetimeIndex(expected))

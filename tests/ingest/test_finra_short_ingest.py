@@ -237,7 +237,16 @@ def test_bad_file_leaves_database_exactly_as_it_was(db_path: Path, folder: Path,
     [failure] = summary.failed
     assert failure.trade_date == dt.date(2021, 8, 2)
     assert "CNMSshvol20210802.txt" in (failure.message or "")
-    assert _contents(db_path) == before
+    after = _contents(db_path)
+    # Every data and provenance table is exactly as it was; the run's failure is recorded
+    # in ingest_log (issue 12 item 7), and nothing else was added to it.
+    assert {k: v for k, v in after.items() if k != "ingest_log"} == {
+        k: v for k, v in before.items() if k != "ingest_log"}
+    new_log = [row for row in after["ingest_log"] if row not in before["ingest_log"]]
+    assert len(new_log) == 1 and len(after["ingest_log"]) == len(before["ingest_log"]) + 1
+    assert _query(db_path, "SELECT partition_key, outcome, message LIKE '%CNMSshvol20210802%' "
+                           "FROM ingest_log WHERE outcome = 'failed'") == [
+        ("CNMS/2021-08-02", "failed", True)]
 
 
 def test_bad_file_fails_alone_and_the_others_are_stored(db_path: Path, folder: Path) -> None:
@@ -275,7 +284,7 @@ def test_http_run_outcomes(httpserver: HTTPServer, db_path: Path) -> None:
     assert "CNMSshvol20210805.txt" in (summary.failed[0].message or "")
     assert _query(db_path, "SELECT partition_key, outcome FROM ingest_log ORDER BY id") == [
         ("CNMS/2021-08-02", "ingested"), ("CNMS/2021-08-03", "not_published"),
-        ("CNMS/2021-08-04", "ingested")]
+        ("CNMS/2021-08-04", "ingested"), ("CNMS/2021-08-05", "failed")]
     assert _query(db_path, "SELECT count(*) FROM finra_short_daily_raw") == [(7,)]
 
 

@@ -61,7 +61,17 @@ def _snapshot(db_path: Path) -> dict[str, pd.DataFrame]:
 
 
 def _assert_same_db(before: dict[str, pd.DataFrame], after: dict[str, pd.DataFrame]) -> None:
+    """Every table as it was, except that a refused run adds one ``failed`` ingest_log row
+    naming what failed (issue 12 item 7)."""
     for name, frame in before.items():
+        if name == "ingest_log":
+            added = after[name].iloc[len(frame):]
+            kept = after[name].iloc[:len(frame)]
+            assert (frame.astype(object).where(frame.notna(), None).to_dict("records")
+                    == kept.astype(object).where(kept.notna(), None).to_dict("records"))
+            assert added["outcome"].tolist() == ["failed"], added
+            assert added["message"].iloc[0], added
+            continue
         pd.testing.assert_frame_equal(frame, after[name], obj=name)
 
 
@@ -311,8 +321,13 @@ def test_cli_bad_file_exits_1_naming_the_line(db_path: Path, yahoo_dir: Path) ->
                                       "--from-dir", str(yahoo_dir)])
     assert result.exit_code == 1
     assert "AAPL.csv, line 4, field 'Volume'" in result.output
-    # nothing was committed, so no database was published at all: exactly as before
-    assert not db_path.exists()
+    # No data was committed; the database holds only the failed run's ingest_log row
+    # (issue 12 item 7: failures are recorded with their message).
+    tables = _snapshot(db_path)
+    assert tables["prices_daily"].empty and tables["source_files"].empty
+    log = tables["ingest_log"]
+    assert log["outcome"].tolist() == ["failed"]
+    assert "AAPL.csv, line 4, field 'Volume'" in log["message"].iloc[0]
 
 
 def test_cli_polygon_403_hides_key(db_path: Path, httpserver: HTTPServer,

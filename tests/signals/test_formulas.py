@@ -119,3 +119,74 @@ def test_formula_file(tmp_path: Path, metrics: Factory) -> None:
         load_formula_file(path)
     with pytest.raises(FormulaError, match="defined twice"):
         formulas_as_variants(["a=close", "a=open"], [])
+
+
+# -- issue 10 items 5 and 7, issue 12 item 9 ---------------------------------------------------
+
+def _caret(message: str) -> tuple[str, str]:
+    """The expression line and the pointer line of a rejection message."""
+    lines = message.split("\n")
+    pointer = next(i for i, line in enumerate(lines) if line.lstrip().startswith("^"))
+    return lines[pointer - 1], lines[pointer]
+
+
+@pytest.mark.parametrize("expression, token", [
+    ("z(nonexistent_col, 20)", "nonexistent_col"),
+    ("1 + rank(nonexistent_col) * 2", "nonexistent_col"),
+    ("clip(close, -1, 1) - volumes", "volumes"),
+    ("exp(close)", "exp"),
+])
+def test_caret_sits_under_the_whole_offending_name(expression: str, token: str) -> None:
+    with pytest.raises(FormulaError) as info:
+        parse_formula(f"x={expression}")
+    shown, pointer = _caret(info.value.message)
+    start = shown.index(token)
+    assert pointer.index("^") == start
+    assert pointer[start:start + len(token)] == "^" * len(token)
+    assert pointer[start + len(token)] != "^"
+    assert f"position {expression.index(token)}" in info.value.message
+    assert f"column {expression.index(token) + 1}" in pointer
+
+
+@pytest.mark.parametrize("literal", ["1" + "0" * 400, "9" * 309, "1e400", "2.5e308"])
+def test_number_beyond_float_range_is_a_clear_error(literal: str, metrics: Factory) -> None:
+    spec = f"big=close + {literal}"
+    with pytest.raises(FormulaError) as info:
+        parse_formula(spec)
+    assert "position 8" in info.value.message and "floating-point range" in info.value.message
+    assert len(info.value.message.split("\n")[0]) < 300
+    finite = parse_formula("ok=close + " + "9" * 300)  # large but finite: fine
+    assert finite.evaluate(metrics(n_symbols=1, n_days=2)).notna().all()
+
+
+def test_formula_count_and_length_are_bounded(tmp_path: Path) -> None:
+    from darkpool_analysis.formulas import MAX_FORMULAS, MAX_SPEC_LENGTH, collect_formulas
+
+    specs = [f"f{i}=z(short_volume, 20) + rank(close)" for i in range(200)]
+    with pytest.raises(FormulaError, match=f"200 formulas given; the limit is {MAX_FORMULAS}"):
+        collect_formulas(specs, [])
+    assert len(collect_formulas(specs[:MAX_FORMULAS], [])) == MAX_FORMULAS
+    with pytest.raises(FormulaError, match="characters long"):
+        parse_formula("x=" + "close+" * 5000 + "1")
+    with pytest.raises(FormulaError, match=f"limit is {MAX_SPEC_LENGTH}"):
+        parse_formula("x" * 30_000)
+    path = tmp_path / "many.toml"
+    path.write_text("[formulas]\n" + "".join(f'f{i} = "close"\n' for i in range(21)))
+    with pytest.raises(FormulaError, match="21 formulas given"):
+        load_formula_file(path)
+    few = tmp_path / "few.toml"
+    few.write_text("[formulas]\n" + "".join(f'g{i} = "close"\n' for i in range(15)))
+    with pytest.raises(FormulaError, match="25 formulas given"):
+        collect_formulas(specs[:10], [few])
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["sandbox", "GME"]])
+def test_cli_overflowing_literal_exits_1_without_traceback(command: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from darkpool_analysis.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--formula", "big=close + " + "9" * 400])
+    assert result.exit_code == 1, result.output
+    assert "floating-point range" in result.output
+    assert not isinstance(result.exception, OverflowError)

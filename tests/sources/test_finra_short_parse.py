@@ -127,6 +127,60 @@ def test_rejects_non_finite_volume() -> None:
     assert (err.line, err.field) == (2, "TotalVolume")
 
 
+def test_rejects_short_exempt_volume_above_short_volume_naming_the_first_line() -> None:
+    # Issue 10.3: ShortVolume and ShortExemptVolume swapped was stored with a warning.
+    err = _error(_file("20210802|AAPL|10|0|20|Q", "20210802|GME|5|30|40|Q",
+                       "20210802|TSLA|1|2|40|Q"))
+    assert (err.source, err.line, err.field) == (NAME, 3, "ShortExemptVolume")
+    assert "exceeds ShortVolume" in str(err) and "1 more row" in str(err)
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "Infinity", "1e400", "NaN", "nan"])
+@pytest.mark.parametrize("column", [2, 3, 4])
+def test_rejects_every_non_finite_spelling(text: str, column: int) -> None:
+    fields = ["20210802", "GME", "10", "0", "20", "Q"]
+    fields[column] = text
+    err = _error(_file("20210802|AAPL|10|0|20|Q", "|".join(fields)))
+    assert err.line == 3
+    assert err.field == ("ShortVolume", "ShortExemptVolume", "TotalVolume")[column - 2]
+
+
+def test_rejects_implausible_volume() -> None:
+    err = _error(_file("20210802|AAPL|10|0|1e300|Q"))
+    assert (err.line, err.field) == (2, "TotalVolume")
+    assert "implausible volume" in str(err) and "at most 1e+12" in str(err)
+
+
+@pytest.mark.parametrize("symbol, expected", [
+    ("A" * 100_000, "symbol of 100,000 characters"),
+    ("A" * 2_000_000, "symbol of 2,000,000 characters"),
+    ("G\tME", "contains '\\t'"),
+    ("G\x01ME", "contains '\\x01'"),
+    ('G"ME', "contains '\"'"),
+    ("G'ME", "contains \"'\""),
+    ("<script>", "contains '<'"),
+    ("GME&amp;", "contains '&'"),
+])
+def test_rejects_symbols_outside_the_layout(symbol: str, expected: str) -> None:
+    err = _error(_file("20210802|AAPL|10|0|20|Q", f"20210802|{symbol}|10|0|20|Q"))
+    assert (err.line, err.field) == (3, "Symbol")
+    assert expected in str(err)
+    assert len(str(err)) < 400
+
+
+@pytest.mark.parametrize("market", ["Q" * 1_000_000, "B,Q,<b>", "B Q"])
+def test_rejects_market_field_outside_the_layout(market: str) -> None:
+    err = _error(_file(f"20210802|AAPL|10|0|20|{market}", "20210802|GME|1|0|2|Q"))
+    assert (err.line, err.field) == (2, "Market")
+    assert len(str(err)) < 400
+
+
+def test_real_suffix_spellings_are_accepted() -> None:
+    rows = [f"20210802|{s}|1|0|2|B,Q,N" for s in ("BRK/B", "ABRpD", "NSPR/WS/B", "AACT/WS",
+                                                  "GOOGL", "ZVZZT")]
+    assert parse_short_table(_file(*rows), NAME).num_rows == 6
+
+
 def test_rejects_duplicate_symbol() -> None:
     err = _error(_file("20210802|AAPL|1|0|2|Q", "20210802|GME|1|0|2|Q", "20210802|AAPL|1|0|3|Q"))
     assert (err.line, err.field) == (4, "Symbol")

@@ -57,8 +57,25 @@ def evaluate(
     seed: int = typer.Option(20240101, "--seed", help="Placebo shuffle seed."),
     warmup: int = typer.Option(260, "--warmup", min=0, max=2520,
                                help="Sessions loaded before --start for rolling windows."),
+    cost_bps: float = typer.Option(5.0, "--cost-bps", min=0.0, max=1000.0,
+                                   help="Trading cost per side in basis points."),
+    cost_model: str = typer.Option(
+        "fixed", "--cost-model", help="fixed (--cost-bps only) or chl (plus half the name's "
+                                      "close-high-low spread estimate, Abdi & Ranaldo 2017)."),
+    min_names: int = typer.Option(
+        10, "--min-names", min=2, max=100000,
+        help="Fewer names per date than this: time-series mode instead of cross-sectional."),
+    placebos: int = typer.Option(200, "--placebos", min=0, max=100000,
+                                 help="Permutation placebo draws for the out-of-sample IC."),
+    bootstrap_reps: int = typer.Option(1000, "--bootstrap-reps", min=50, max=100000,
+                                       help="Block-bootstrap replications for the intervals."),
+    spa_reps: int = typer.Option(1000, "--spa-reps", min=50, max=100000,
+                                 help="Bootstrap replications of Hansen's SPA test."),
+    pbo_partitions: int = typer.Option(16, "--pbo-partitions", min=2, max=20,
+                                       help="CSCV blocks for the PBO (even number)."),
 ) -> None:
-    """Evaluate signal variants: IC, quantiles, events, backtests, walk-forward."""
+    """Evaluate signal variants out of sample, net of costs, corrected for the number of
+    tries: a verdict per variant, then IC, quantiles, events, backtests, walk-forward."""
     from darkpool_analysis.evaluation.runner import run_evaluation
 
     settings = config()
@@ -73,7 +90,9 @@ def evaluate(
             universe=universe, start=start, end=end, horizons=horizons, quantiles=quantiles,
             exits=exits, thresholds=thresholds, walk=walk, train=train, test=test, out=out,
             save=save, otc_alignment=otc_alignment, placebo=placebo, seed=seed,
-            warmup=warmup, on_grid=on_grid)
+            warmup=warmup, cost_bps=cost_bps, cost_model=cost_model, min_names=min_names,
+            placebos=placebos, bootstrap_reps=bootstrap_reps, spa_reps=spa_reps,
+            pbo_partitions=pbo_partitions, on_grid=on_grid)
     for table in outcome.tables:
         console.print(table)
     if outcome.walk_summary:
@@ -85,3 +104,4 @@ def evaluate(
         console.print(f"saved run {outcome.run_id} to {settings.db_path}")
     console.print(f"[bold]{outcome.label}[/]")
     console.print(f"report: {outcome.paths['html']}")
+    console.print(f"summary: {outcome.paths['summary']}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -87,9 +88,11 @@ def _print_summary(summary: IngestSummary) -> None:
         more = f" (+{len(summary.gaps) - 12} more)" if len(summary.gaps) > 12 else ""
         console.print(f"[yellow]data gaps[/] {len(summary.gaps)} session file(s) not in the "
                       f"folder: {shown}{more}", highlight=False)
+    if summary.unreachable is not None:
+        return  # one clear error line follows; the single failed attempt says nothing more
     for failure in summary.failed:
         err_console.print(f"[bold red]failed[/] {failure.facility} {failure.trade_date}: "
-                          f"{failure.message}", highlight=False)
+                          f"{escape(failure.message or '')}", highlight=False)
 
 
 @ingest_app.command("finra-short")
@@ -103,11 +106,12 @@ def finra_short(
              "(earlier dates fetch the facility files instead); FNSQ, FNQC, FNYX, FNRA, FORF, "
              "or all.")] = None,
     from_dir: Annotated[Path | None, typer.Option(
-        "--from-dir", file_okay=False,
+        "--from-dir", exists=True, file_okay=False, dir_okay=True,
         help="Import <FAMILY>shvol<YYYYMMDD>.txt[.gz] from this folder instead of "
              "downloading.")] = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="Re-write files even when their sha256 is unchanged.")] = False,
+        "--force", help="Re-write files even when their sha256 is unchanged, and apply an "
+        "empty file over a session with stored rows.")] = False,
     no_build: Annotated[bool, typer.Option(
         "--no-build", help="Do not rebuild daily_metrics afterwards.")] = False,
 ) -> None:
@@ -131,6 +135,10 @@ def finra_short(
         if not no_build:
             auto_build(writer, settings)
     if not summary.ok:
-        err_console.print(f"[bold red]error:[/] {len(summary.failed)} file(s) failed; the "
-                          "others were stored", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(summary.describe_failure())}",
+                          highlight=False)
+        if summary.unreachable is not None:
+            err_console.print("[yellow]hint:[/] without internet, import files you have with "
+                              "--from-dir DIR, or run `darkpool demo` for a synthetic "
+                              "database to explore", highlight=False)
         raise typer.Exit(code=1)

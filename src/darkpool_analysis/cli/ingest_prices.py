@@ -60,7 +60,7 @@ def prices_command(
     end: Annotated[str, typer.Option("--end", help="Last date (YYYY-MM-DD), inclusive.")],
     tickers: Annotated[str | None, typer.Option(
         "--tickers", help="Comma-separated tickers in any spelling (BRK.B, BRK-B, BRK/B). "
-        "Default: DARKPOOL_TICKERS.")] = None,
+        "Default: every file with --from-dir, else DARKPOOL_TICKERS.")] = None,
     provider: Annotated[ProviderChoice | None, typer.Option(
         "--provider", case_sensitive=False,
         help="Default: csv with --from-dir, else polygon when POLYGON_API_KEY is set, "
@@ -70,9 +70,11 @@ def prices_command(
         help="Folder of Yahoo-format <TICKER>.csv files (Yahoo spelling, e.g. BRK-B.csv).",
     )] = None,
     all_files: Annotated[bool, typer.Option(
-        "--all", help="With --from-dir: every <TICKER>.csv in the folder.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Re-write even unchanged inputs.")
-                     ] = False,
+        "--all", help="With --from-dir: every <TICKER>.csv in the folder (the default "
+        "without --tickers).")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Re-write even unchanged inputs, and let data covering fewer sessions "
+        "than stored replace them.")] = False,
     no_build: Annotated[bool, typer.Option(
         "--no-build", help="Do not rebuild daily_metrics afterwards.")] = False,
 ) -> None:
@@ -83,8 +85,9 @@ def prices_command(
         raise ConfigError("pass either --tickers or --all, not both")
     if all_files and from_dir is None:
         raise ConfigError("--all needs --from-dir")
-    symbols = (tickers_in_dir(from_dir) if all_files and from_dir is not None
-               else normalise_tickers(tickers.split(",")) if tickers else None)
+    # With a folder and no --tickers, every <TICKER>.csv of the folder (--all says the same).
+    symbols = (normalise_tickers(tickers.split(",")) if tickers
+               else tickers_in_dir(from_dir) if from_dir is not None else None)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with open_writer(settings.db_path) as writer, Progress(

@@ -19,13 +19,17 @@ def web(
         "--port", min=0, max=65535, help="TCP port (0 = any free port).")] = 8765,
     open_browser: Annotated[bool, typer.Option(
         "--open/--no-open", help="Open the page in the default browser.")] = True,
+    access_log: Annotated[bool, typer.Option(
+        "--access-log/--no-access-log",
+        help="Log one line per request (client, method, path, status, milliseconds).")] = True,
 ) -> None:
-    """Serve the sandbox (chart, zone summary, CSV) at http://HOST:PORT/ until Ctrl-C.
+    """Serve the sandbox, market and evaluation page at http://HOST:PORT/ until Ctrl-C.
 
     The same choices as `darkpool sandbox`; the database is opened read-only per request,
     so ingests and builds can run meanwhile.
     FINRA "buy" volume is FINRA short-sale volume: a proxy for dealer-filled buying.
     """
+    import logging
     import webbrowser
 
     from darkpool_analysis.web import server as web_server
@@ -34,6 +38,8 @@ def web(
         err_console.print(f"[bold yellow]warning:[/] binding {host} serves the sandbox to "
                           "other machines; it has no authentication (use 127.0.0.1 to keep "
                           "it local)", highlight=False)
+    if access_log:
+        logging.getLogger("darkpool_analysis.web.access").setLevel(logging.INFO)
     try:
         httpd = web_server.make_server(host, port, settings=config())
     except OSError as exc:
@@ -42,7 +48,7 @@ def web(
         raise typer.Exit(code=1) from exc
     with httpd:
         console.print(f"darkpool web: serving [bold]{httpd.url}[/] (database "
-                      f"{httpd.app.settings.db_path}); Ctrl-C stops", highlight=False)
+                      f"{httpd.settings.db_path}); Ctrl-C stops", highlight=False)
         if open_browser:
             webbrowser.open(httpd.url)
         try:

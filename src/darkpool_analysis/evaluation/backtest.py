@@ -13,6 +13,12 @@ exposed during it (marked to market on closes; the entry day earns close/entry-o
 open-exit day earns exit-open/previous-close), 0 when flat. Sharpe and drawdown use those
 daily returns, never multi-day trade returns.
 
+Costs: with ``side_cost`` (a dates x names matrix of per-side cost fractions, see
+:mod:`costs`) a trade entered in session ``e`` at price ``P0`` and left in session ``x`` at
+``P1`` returns ``P1 (1 - c[x]) / (P0 (1 + c[e])) - 1`` net; the daily series charge the same
+factors on the entry and exit days, so compounding the daily net marks gives the net trade.
+Every statistic exists gross and net (``net_`` prefix).
+
 Vectorised: for every candidate entry cell the exit is computed with array operations
 ("next trigger at or after" via reverse cumulative minima); the only loop walks the chain of
 non-overlapping trades, all tickers at once, one trade per ticker per step.
@@ -24,7 +30,8 @@ import itertools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -100,8 +107,9 @@ class BacktestResult:
     """Trades (one row each), the daily portfolio series, and summary statistics."""
 
     trades: pd.DataFrame
-    daily: pd.DataFrame  # date, return, positions, equity
+    daily: pd.DataFrame  # date, return, return_net, positions, equity, equity_net
     stats: dict[str, float]
+    net_daily: np.ndarray = field(default_factory=lambda: np.zeros(0))  # net, every row
 
 
 def _reverse_next(flags: np.ndarray) -> np.ndarray:
@@ -137,9 +145,14 @@ class BacktestEngine:
     """
 
     def __init__(self, dates: pd.DatetimeIndex, symbols: pd.Index, open_: np.ndarray,
-                 close: np.ndarray, in_window: np.ndarray | None = None) -> None:
+                 close: np.ndarray, in_window: np.ndarray | None = None,
+                 side_cost: np.ndarray | None = None) -> None:
         self.dates, self.symbols = dates, symbols
         self.n, self.m = open_.shape
+        self.side_cost = (np.zeros(open_.shape) if side_cost is None
+                          else np.nan_to_num(np.asarray(side_cost, dtype=float), nan=0.0))
+        if self.side_cost.shape != open_.shape:
+            raise ConfigError("side_cost must have the prices' dates x symbols shape")
         self.open = np.where(open_ > 0, open_, np.nan)
         self.close_ff = ffill_rows(np.where(close > 0, close, np.nan))
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -247,28 +260,40 @@ class BacktestEngine:
         exit_price = np.where(at_open, self.exit_open[exit_row, sym],
                               self.close_ff[exit_row, sym])
         trade_return = exit_price / entry_price - 1.0
-        dates, returns, positions = self._daily(sym, entry_row, exit_row, at_open, entry_price,
-                                                exit_price)
-        stats = summarize(trade_return, exit_row - entry_row + 1, reason == 2, returns,
-                          positions)
+        entry_cost = self.side_cost[entry_row, sym]
+        exit_cost = self.side_cost[exit_row, sym]
+        net_return = (exit_price * (1.0 - exit_cost)) / (entry_price * (1.0 + entry_cost)) - 1.0
+        span, gross, net, positions = self._daily(sym, entry_row, exit_row, at_open,
+                                                  entry_price, exit_price, entry_cost,
+                                                  exit_cost)
+        returns, returns_net, held = gross[span], net[span], positions[span]
+        held_sessions = exit_row - entry_row + 1
+        stats = summarize(trade_return, held_sessions, reason == 2, returns, held)
+        net_stats = summarize(net_return, held_sessions, reason == 2, returns_net, held)
+        stats.update({f"net_{k}": net_stats[k] for k in NET_STATS})
         if not detail:
-            return BacktestResult(pd.DataFrame(), pd.DataFrame(), stats)
+            return BacktestResult(pd.DataFrame(), pd.DataFrame(), stats, net)
         trades = pd.DataFrame({
             "symbol": self.symbols[sym], "signal_date": self.dates[t],
             "entry_date": self.dates[entry_row], "entry_price": entry_price,
             "exit_date": self.dates[exit_row], "exit_price": exit_price,
             "exit_reason": np.array(["signal", "max_days", "end_of_data"])[reason],
-            "sessions_held": exit_row - entry_row + 1, "return": trade_return,
+            "sessions_held": held_sessions, "return": trade_return,
+            "cost": 1.0 - (1.0 - exit_cost) / (1.0 + entry_cost), "return_net": net_return,
         }).sort_values(["entry_date", "symbol"], kind="stable", ignore_index=True)
-        daily = pd.DataFrame({"date": dates, "return": returns, "positions": positions,
-                              "equity": np.cumprod(1.0 + returns)})
-        return BacktestResult(trades, daily, stats)
+        daily = pd.DataFrame({"date": self.dates[span], "return": returns,
+                              "return_net": returns_net, "positions": held,
+                              "equity": np.cumprod(1.0 + returns),
+                              "equity_net": np.cumprod(1.0 + returns_net)})
+        return BacktestResult(trades, daily, stats, net)
 
     def _daily(self, sym: np.ndarray, entry_row: np.ndarray, exit_row: np.ndarray,
-               at_open: np.ndarray, entry_price: np.ndarray,
-               exit_price: np.ndarray) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+               at_open: np.ndarray, entry_price: np.ndarray, exit_price: np.ndarray,
+               entry_cost: np.ndarray, exit_cost: np.ndarray
+               ) -> tuple[slice, np.ndarray, np.ndarray, np.ndarray]:
         """Equal-weight daily portfolio returns over the positions exposed each session:
-        (dates, returns, open positions) from the first window date to the last exit."""
+        (span from the first window date to the last exit, gross and net returns and open
+        positions on every row; 0 outside the span)."""
         n, m = self.n, self.m
         size = (n + 1) * m
         change = (np.bincount(entry_row * m + sym, minlength=size)
@@ -280,14 +305,29 @@ class BacktestEngine:
             opened = at_open & (exit_row > entry_row)
             cell[exit_row[opened], sym[opened]] = (
                 exit_price[opened] / self.close_ff[exit_row[opened] - 1, sym[opened]] - 1.0)
-        cell = np.nan_to_num(cell, nan=0.0)
+        # only the cells assigned above can be NaN (close_to_close is already filled)
+        for rows, cols in ((entry_row, sym), (exit_row[opened], sym[opened])):
+            values = cell[rows, cols]
+            cell[rows, cols] = np.where(np.isfinite(values), values, 0.0)
+        # net differs from gross only on entry and exit cells: add those differences per row
+        # instead of copying the whole matrix
+        same = exit_row == entry_row
+        entry_old = cell[entry_row, sym]
+        exit_old = cell[exit_row, sym]
+        entered = (1.0 + entry_old) / (1.0 + entry_cost)
+        adjust_entry = np.where(same, entered * (1.0 - exit_cost), entered) - 1.0 - entry_old
+        adjust_exit = np.where(same, 0.0, (1.0 + exit_old) * (1.0 - exit_cost) - 1.0 - exit_old)
+        adjust = (np.bincount(entry_row, adjust_entry, minlength=n)
+                  + np.bincount(exit_row, adjust_exit, minlength=n))
         positions = held.sum(axis=1)
-        returns = np.where(positions > 0, cell.sum(axis=1) / np.maximum(positions, 1), 0.0)
+        scale = np.maximum(positions, 1)
+        gross_sum = cell.sum(axis=1)
+        returns = np.where(positions > 0, gross_sum / scale, 0.0)
+        returns_net = np.where(positions > 0, (gross_sum + adjust) / scale, 0.0)
         first = int(self.window_rows[0]) if len(self.window_rows) else 0
         last_held = int(np.nonzero(positions)[0].max()) if positions.any() else first
         end = max(last_held, int(self.window_rows[-1]) if len(self.window_rows) else first)
-        span = slice(first, end + 1)
-        return self.dates[span], returns[span], positions[span]
+        return slice(first, end + 1), returns, returns_net, positions
 
 
 def summarize(trade_returns: np.ndarray, sessions_held: np.ndarray, end_of_data: np.ndarray,
@@ -318,6 +358,11 @@ def summarize(trade_returns: np.ndarray, sessions_held: np.ndarray, end_of_data:
     }
 
 
+#: Statistics that depend on costs (the grid reports them gross and with a ``net_`` prefix).
+NET_STATS = ("win_rate", "mean_trade_return", "median_trade_return", "profit_factor",
+             "total_return", "sharpe_daily_annualised", "max_drawdown")
+
+
 @dataclass(frozen=True)
 class GridPoint:
     """One backtest combination of a grid."""
@@ -346,29 +391,70 @@ def grid_points(variants: dict[str, tuple[float, float | None, float]],
     return points
 
 
-def run_grid(engine: BacktestEngine, signals: dict[str, np.ndarray],
-             neutrals: dict[str, float], points: Iterable[GridPoint],
-             progress: object | None = None) -> pd.DataFrame:
-    """Backtest every grid point; one row of statistics per point.
+@dataclass
+class GridResult:
+    """One row of statistics per grid point and, per point, its net daily return series
+    (``returns[:, j]`` for ``table.iloc[j]``, on every panel row): the trial matrix."""
 
-    ``progress`` is an optional callable invoked once per finished point (e.g. a Rich
-    progress-bar advance).
-    """
-    rows = []
-    # group combinations that share exit arrays; entry arrays are cached per (variant, buy)
-    ordered = sorted(points, key=lambda p: (p.variant, p.rule.distribution_run or 0,
-                                            p.rule.decay_days or 0, p.rule.decay_level or 0,
-                                            p.sell if p.sell is not None else np.inf, p.buy))
-    for point in ordered:
-        result = engine.run(signals[point.variant], buy=point.buy, sell=point.sell,
-                            rule=point.rule, neutral=neutrals.get(point.variant, 0.0),
-                            key=point.variant, detail=False)
+    table: pd.DataFrame
+    returns: np.ndarray
+
+
+def _sorted_points(points: Iterable[GridPoint]) -> list[tuple[int, GridPoint]]:
+    """Points ordered so combinations sharing exit arrays are adjacent (cache hits)."""
+    return sorted(enumerate(points), key=lambda ip: (
+        ip[1].variant, ip[1].rule.distribution_run or 0, ip[1].rule.decay_days or 0,
+        ip[1].rule.decay_level or 0, ip[1].sell if ip[1].sell is not None else np.inf,
+        ip[1].buy))
+
+
+def grid_chunk(engine: BacktestEngine, signal: np.ndarray, neutral: float,
+               points: Sequence[tuple[int, GridPoint]]
+               ) -> tuple[list[int], list[dict[str, Any]], np.ndarray]:
+    """Backtest the points of one variant (top level, so a process pool can pickle it):
+    (original positions, statistic rows, net daily returns rows x points)."""
+    rows, series = [], []
+    for _position, point in points:
+        result = engine.run(signal, buy=point.buy, sell=point.sell, rule=point.rule,
+                            neutral=neutral, key=point.variant, detail=False)
         rows.append({"variant": point.variant, "buy": point.buy, "sell": point.sell,
                      "exit": point.rule.name, **result.stats})
-        if callable(progress):
-            progress()
-    return pd.DataFrame(rows)
+        series.append(result.net_daily)
+    matrix = np.column_stack(series) if series else np.zeros((engine.n, 0))
+    return [p for p, _ in points], rows, matrix
 
 
-__all__ = ["DEFAULT_EXITS", "EXIT_HELP", "BacktestEngine", "BacktestResult", "ExitRule",
-           "GridPoint", "grid_points", "parse_exit", "parse_exits", "run_grid", "summarize"]
+def run_grid(engine: BacktestEngine, signals: dict[str, np.ndarray],
+             neutrals: dict[str, float], points: Iterable[GridPoint],
+             progress: object | None = None, *,
+             executor: Executor | None = None) -> GridResult:
+    """Backtest every grid point: a statistics table (input order) and the trial matrix.
+
+    Work is split into one chunk per variant; with ``executor`` (any
+    ``concurrent.futures.Executor``) the chunks run there, otherwise serially in process.
+    The result is the same either way. ``progress`` is an optional callable invoked once per
+    finished point (e.g. a Rich progress-bar advance).
+    """
+    ordered = _sorted_points(list(points))
+    by_variant: dict[str, list[tuple[int, GridPoint]]] = {}
+    for item in ordered:
+        by_variant.setdefault(item[1].variant, []).append(item)
+    names = list(by_variant)
+    args = ([engine] * len(names), [signals[n] for n in names],
+            [neutrals.get(n, 0.0) for n in names], [by_variant[n] for n in names])
+    mapper = executor.map if executor is not None else map
+    total = len(ordered)
+    rows: list[dict[str, Any] | None] = [None] * total
+    matrix = np.zeros((engine.n, total))
+    for positions, chunk_rows, chunk_matrix in mapper(grid_chunk, *args):
+        for j, (position, row) in enumerate(zip(positions, chunk_rows, strict=True)):
+            rows[position] = row
+            matrix[:, position] = chunk_matrix[:, j]
+            if callable(progress):
+                progress()
+    return GridResult(pd.DataFrame([r for r in rows if r is not None]), matrix)
+
+
+__all__ = ["DEFAULT_EXITS", "EXIT_HELP", "NET_STATS", "BacktestEngine", "BacktestResult",
+           "ExitRule", "GridPoint", "GridResult", "grid_chunk", "grid_points", "parse_exit",
+           "parse_exits", "run_grid", "summarize"]

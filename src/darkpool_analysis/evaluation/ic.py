@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from darkpool_analysis.evaluation.returns import EvalPanel, forward_returns
+from darkpool_analysis.evaluation.returns import EvalPanel, forward_returns, shift_rows
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,18 @@ def quantile_returns(labels: np.ndarray, fwd: np.ndarray,
     return pd.DataFrame(rows), per_date[quantiles] - per_date[1]
 
 
+def spread_costs(labels: np.ndarray, side_cost: np.ndarray, quantiles: int,
+                 horizon: int) -> np.ndarray:
+    """Per-date round-trip cost of the top-minus-bottom tranche formed at ``t``: each leg
+    buys (or sells short) at the open of ``t+1`` and closes at the close of ``t+h``, paying
+    the per-side cost of those sessions, averaged over the leg's names (NaN when a leg is
+    empty)."""
+    round_trip = shift_rows(side_cost, -1) + shift_rows(side_cost, -horizon)
+    top = _masked_row_mean(round_trip, (labels == quantiles) & np.isfinite(round_trip))
+    bottom = _masked_row_mean(round_trip, (labels == 1) & np.isfinite(round_trip))
+    return top + bottom
+
+
 def quantile_turnover(labels: np.ndarray, quantile: int) -> float:
     """Mean share of names in ``quantile`` today that were not in it the previous session."""
     current = labels[1:] == quantile
@@ -289,8 +301,12 @@ def _metric_rows(section: str, variant: str, horizon: int | None,
 
 def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: int = 5,
                    placebo: bool = True, seed: int = DEFAULT_SEED,
-                   min_assets: int = MIN_ASSETS) -> EvaluationResult:
+                   min_assets: int = MIN_ASSETS,
+                   side_cost: np.ndarray | None = None) -> EvaluationResult:
     """IC, quantile returns, threshold events, turnover and benchmarks for every variant.
+
+    ``side_cost`` (per-side cost fractions, dates x names; default none) gives the net
+    top-minus-bottom spread next to the gross one.
 
     Adds a benchmark variant ``always_long`` (every name every date) and, with ``placebo``,
     ``placebo:<variant>`` (each date's values shuffled across names) to show what noise
@@ -332,14 +348,21 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
                                            "ic": ic}).dropna(subset=["ic"]))
             table, spread = quantile_returns(labels, fwd, quantiles)
             quantile_frames.append(table.assign(variant=name, horizon=h))
+            cost = (np.zeros(len(spread)) if side_cost is None
+                    else spread_costs(labels, side_cost, quantiles, h))
+            spread_net = spread - cost
             spread_frames.append(pd.DataFrame({"date": panel.dates, "variant": name,
-                                               "horizon": h, "spread": spread})
+                                               "horizon": h, "spread": spread,
+                                               "spread_net": spread_net})
                                  .dropna(subset=["spread"]))
             top, bottom = table["mean"].iloc[-1], table["mean"].iloc[0]
+            has_net = np.isfinite(spread_net)
             rows += _metric_rows("quantiles", name, h, {
                 "top_minus_bottom": top - bottom,
                 "top_minus_bottom_demeaned": table["mean_demeaned"].iloc[-1]
-                - table["mean_demeaned"].iloc[0]})
+                - table["mean_demeaned"].iloc[0],
+                "top_minus_bottom_net": float(spread_net[has_net].mean())
+                if has_net.any() else np.nan})
             if not name.startswith("placebo:"):
                 ts_ic, n_obs = time_series_ic(signal, fwd, signal_sorter=sorter_t,
                                               fwd_sorter=fwd_sorters_t[h])
@@ -366,7 +389,8 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
         ic_by_date=_concat(ic_frames, ["date", "variant", "horizon", "ic"]),
         quantiles=_concat(quantile_frames, ["quantile", "count", "dates", "mean", "mean_demeaned",
                                             "variant", "horizon"]),
-        spread_by_date=_concat(spread_frames, ["date", "variant", "horizon", "spread"]),
+        spread_by_date=_concat(spread_frames, ["date", "variant", "horizon", "spread",
+                                               "spread_net"]),
         ticker_ic=_concat(ticker_frames, ["variant", "horizon", "symbol", "ic", "n"]),
         label=alignment_label(panel.otc_alignment),
     )

@@ -74,6 +74,8 @@ class EvalPanel:
     in_window: np.ndarray
     variants: dict[str, Variant] = field(default_factory=dict)
     otc_alignment: str = "published"
+    high: np.ndarray | None = None
+    low: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -114,5 +116,6 @@ def build_panel(frame: pd.DataFrame, variants: Sequence[Variant], *,
     in_window = np.asarray((dates >= lo) & (dates <= hi))
     if not in_window.any():
         raise NoDataError(f"no sessions between {lo.date()} and {hi.date()} in the data")
+    extremes = {k: place(frame[k]) for k in ("high", "low") if k in frame.columns}
     return EvalPanel(dates, grid.symbols, place(frame["open"]), place(frame["close"]), signals,
-                     in_window, {v.name: v for v in variants}, otc_alignment)
+                     in_window, {v.name: v for v in variants}, otc_alignment, **extremes)

@@ -1,10 +1,12 @@
 """Walk-forward selection: pick the best (variant, buy threshold) on a training window, report
 it on the following test window, roll forward; in-sample next to out-of-sample.
 
-Objective: the mean *excess* forward return of accumulation events (signal >= buy) at one
-horizon, excess = the event's return minus the same date's mean over all names, with at least
-``min_events`` events. Training labels are purged: a training date ``t`` is used only if
-``t + h`` is still inside the training window, so no test-window price leaks into the choice.
+Objective: the mean *net excess* forward return of accumulation events (signal >= buy) at
+one horizon, excess = the event's return minus the same date's mean over all names, net =
+minus the event's round-trip cost (entry at the open of ``t+1``, exit at the close of
+``t+h``), with at least ``min_events`` events. Gross numbers are shown next to the net
+ones. Training labels are purged: a training date ``t`` is used only if ``t + h`` is still
+inside the training window, so no test-window price leaks into the choice.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 
 from darkpool_analysis.errors import ConfigError, NoDataError
 from darkpool_analysis.evaluation.ic import cross_sectional_ic, date_demeaned
-from darkpool_analysis.evaluation.returns import EvalPanel, forward_returns
+from darkpool_analysis.evaluation.returns import EvalPanel, forward_returns, shift_rows
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,9 @@ def _window_sum(cumulative: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 def walk_forward(panel: EvalPanel, candidates: Sequence[Candidate], *, horizon: int,
                  train_sessions: int = 126, test_sessions: int = 42,
-                 min_events: int = 20) -> pd.DataFrame:
-    """One row per test window: the chosen candidate and its in- and out-of-sample numbers."""
+                 min_events: int = 20, side_cost: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per test window: the chosen candidate and its in- and out-of-sample numbers
+    (selected on the net objective; ``side_cost`` = per-side cost fractions, default none)."""
     if not candidates:
         raise ConfigError("walk-forward needs at least one variant with a buy threshold")
     if train_sessions <= horizon or test_sessions < 1:
@@ -46,8 +49,12 @@ def walk_forward(panel: EvalPanel, candidates: Sequence[Candidate], *, horizon: 
     fwd = panel.windowed(forward_returns(panel.open, panel.close, [horizon])[horizon])
     finite = np.isfinite(fwd)
     excess = date_demeaned(fwd, finite)
+    cost = (np.zeros(fwd.shape) if side_cost is None
+            else shift_rows(side_cost, -1) + shift_rows(side_cost, -horizon))
+    excess_net = excess - np.nan_to_num(cost, nan=0.0)
     k = len(candidates)
     sums = np.zeros((len(fwd) + 1, k))
+    net_sums = np.zeros((len(fwd) + 1, k))
     counts = np.zeros((len(fwd) + 1, k))
     wins = np.zeros((len(fwd) + 1, k))
     ic_daily = {}
@@ -56,6 +63,7 @@ def walk_forward(panel: EvalPanel, candidates: Sequence[Candidate], *, horizon: 
         with np.errstate(invalid="ignore"):
             events = (signal >= cand.buy) & finite
         sums[1:, j] = np.cumsum(np.where(events, excess, 0.0).sum(axis=1))
+        net_sums[1:, j] = np.cumsum(np.where(events, excess_net, 0.0).sum(axis=1))
         counts[1:, j] = np.cumsum(events.sum(axis=1))
         wins[1:, j] = np.cumsum((events & (fwd > 0)).sum(axis=1))
         if cand.variant not in ic_daily:
@@ -71,14 +79,17 @@ def walk_forward(panel: EvalPanel, candidates: Sequence[Candidate], *, horizon: 
         test = rows_in[start + train_sessions:start + train_sessions + test_sessions]
         purged_end = train[-1] - horizon
         is_sum = _window_sum(sums, train[0], purged_end)
+        is_net = _window_sum(net_sums, train[0], purged_end)
         is_n = _window_sum(counts, train[0], purged_end)
         with np.errstate(invalid="ignore", divide="ignore"):
-            is_mean = np.where(is_n >= min_events, is_sum / np.maximum(is_n, 1), -np.inf)
-        if np.isfinite(is_mean).any():
-            best = int(np.argmax(is_mean))
+            is_mean_net = np.where(is_n >= min_events, is_net / np.maximum(is_n, 1), -np.inf)
+            is_mean = is_sum / np.maximum(is_n, 1)
+        if np.isfinite(is_mean_net).any():
+            best = int(np.argmax(is_mean_net))
             cand = candidates[best]
             oos_n = _window_sum(counts, test[0], test[-1])[best]
             oos_sum = _window_sum(sums, test[0], test[-1])[best]
+            oos_net = _window_sum(net_sums, test[0], test[-1])[best]
             oos_win = _window_sum(wins, test[0], test[-1])[best]
             is_win = _window_sum(wins, train[0], purged_end)[best]
             ic = ic_daily[cand.variant]
@@ -87,11 +98,13 @@ def walk_forward(panel: EvalPanel, candidates: Sequence[Candidate], *, horizon: 
                 "test_start": panel.dates[test[0]], "test_end": panel.dates[test[-1]],
                 "variant": cand.variant, "buy": cand.buy,
                 "is_events": float(is_n[best]), "is_mean_excess": float(is_mean[best]),
+                "is_mean_excess_net": float(is_mean_net[best]),
                 "is_hit_rate": float(is_win / is_n[best]),
                 "is_ic": float(np.nanmean(ic[train[0]:purged_end + 1]))
                 if np.isfinite(ic[train[0]:purged_end + 1]).any() else np.nan,
                 "oos_events": float(oos_n),
                 "oos_mean_excess": float(oos_sum / oos_n) if oos_n else np.nan,
+                "oos_mean_excess_net": float(oos_net / oos_n) if oos_n else np.nan,
                 "oos_hit_rate": float(oos_win / oos_n) if oos_n else np.nan,
                 "oos_ic": float(np.nanmean(ic[test[0]:test[-1] + 1]))
                 if np.isfinite(ic[test[0]:test[-1] + 1]).any() else np.nan,
@@ -112,4 +125,6 @@ def summarize_walk_forward(windows: pd.DataFrame) -> dict[str, float]:
     return {"windows": float(len(windows)),
             "is_mean_excess": weighted("is_mean_excess", "is_events"),
             "oos_mean_excess": weighted("oos_mean_excess", "oos_events"),
+            "is_mean_excess_net": weighted("is_mean_excess_net", "is_events"),
+            "oos_mean_excess_net": weighted("oos_mean_excess_net", "oos_events"),
             "is_ic": float(windows["is_ic"].mean()), "oos_ic": float(windows["oos_ic"].mean())}

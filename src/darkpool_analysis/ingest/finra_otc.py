@@ -25,7 +25,8 @@ import duckdb
 import httpx
 import pandas as pd
 
-from darkpool_analysis.errors import DataFormatError
+from darkpool_analysis.errors import ConfigError, DataFormatError
+from darkpool_analysis.ingest import failures_logged
 from darkpool_analysis.sources import finra_otc as src
 from darkpool_analysis.sources.http import HttpPolicy
 from darkpool_analysis.store import SourceFile, Writer, utcnow
@@ -187,9 +188,10 @@ def ingest_files(writer: Writer, paths: Sequence[Path], *, kind: src.FileKind = 
     summary = OtcIngestSummary()
     for path in paths:
         try:
-            parsed = parse_path(path, kind=kind, week_start=week_start)
-            store_parsed(writer, parsed, summary, source="file", location=str(path),
-                         source_file=path.name, by_firm=by_firm, force=force)
+            with failures_logged(writer, DATASET, str(path)):
+                parsed = parse_path(path, kind=kind, week_start=week_start)
+                store_parsed(writer, parsed, summary, source="file", location=str(path),
+                             source_file=path.name, by_firm=by_firm, force=force)
         except DataFormatError as exc:
             if stop_on_error:
                 raise
@@ -202,9 +204,19 @@ def ingest_files(writer: Writer, paths: Sequence[Path], *, kind: src.FileKind = 
 
 
 def files_in(directory: Path) -> list[Path]:
-    """The OTC files of a directory, sorted by name."""
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+    """The OTC files of a directory, sorted by name; a folder without any is an error saying
+    what was expected and what was found."""
+    found = sorted(p for p in directory.iterdir()
+                   if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+    if not found:
+        others = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+        shown = ", ".join(others[:5]) + (f" (+{len(others) - 5} more)" if len(others) > 5
+                                         else "")
+        raise ConfigError(
+            f"--from-dir {directory} holds no FINRA OTC file: expected website downloads or "
+            f"saved API responses ({', '.join(FILE_SUFFIXES)}), found "
+            + (f"{len(others)} other file(s): {shown}" if others else "nothing (it is empty)"))
+    return found
 
 
 def _fetch_all(api: src.OtcApiClient, query: src.OtcQuery) -> list[src.FetchedPages]:
@@ -231,6 +243,16 @@ def ingest_api(writer: Writer, api: src.OtcApiClient, *, first_week: dt.date,
     only if it would pass the offset cap. Every query is fetched completely before anything of
     it is stored.
     """
+    with failures_logged(writer, DATASET, api.base_url):
+        return _ingest_api(writer, api, first_week=first_week, last_week=last_week,
+                           tiers=tiers, symbols=symbols, by_firm=by_firm, force=force,
+                           today=today, on_query=on_query)
+
+
+def _ingest_api(writer: Writer, api: src.OtcApiClient, *, first_week: dt.date,
+                last_week: dt.date, tiers: Sequence[str], symbols: Sequence[str],
+                by_firm: bool, force: bool, today: dt.date | None,
+                on_query: Callable[[src.OtcQuery], None] | None) -> OtcIngestSummary:
     summary = OtcIngestSummary()
     levels = [("symbol", src.SYMBOL_TYPES)] + ([("firm", src.FIRM_TYPES)] if by_firm else [])
     scope = ""

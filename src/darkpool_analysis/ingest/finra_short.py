@@ -9,7 +9,14 @@ written by the single writer in one transaction per file:
   ``facility = ? AND trade_date = ?`` is deleted and re-inserted, never duplicated);
 * 403 ``AccessDenied`` or 404 -> ``not_published`` (logged);
 * any other problem -> ``failed`` for that file only (nothing written), the run continues;
-* a session with no file in ``--from-dir`` -> ``missing`` (a data gap, not an error).
+* a session with no file in ``--from-dir`` -> ``missing`` (a data gap, not an error);
+* an empty file (header + trailer ``0``) for a session whose stored partition has rows ->
+  ``failed`` unless ``force`` (an empty consolidated file is not a correction to apply
+  silently); the ADF family (FNRA), which is often empty, is exempt;
+* the CDN host cannot be reached at all (offline, DNS, refused) -> the run stops after that
+  first file (``summary.unreachable``); the files not attempted are counted, not failed.
+
+Every failed file is recorded in ``ingest_log`` (outcome ``failed``, with its message).
 
 CNMS starts on 2018-08-01; for earlier dates a CNMS request fetches the facility files
 (FNSQ, FNYX, FNRA; FNQC from 2018-09-10) instead, whose per-symbol sum equals CNMS.
@@ -22,6 +29,7 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +55,7 @@ from darkpool_analysis.sources.finra_short import (
     parse_short_table,
     sha256_hex,
 )
-from darkpool_analysis.sources.http import HttpPolicy, make_client
+from darkpool_analysis.sources.http import HostUnreachableError, HttpPolicy, make_client
 from darkpool_analysis.store import LogEntry, SourceFile, Writer, open_writer, utcnow
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,8 @@ TABLE: Final = "finra_short_daily_raw"
 #: a commit per 10k-row file costs more than parsing it.
 BATCH_ROWS: Final = 500_000
 BATCH_FILES: Final = 64
+#: Families whose files are often empty (the ADF): an empty file never needs ``force``.
+OFTEN_EMPTY: Final[frozenset[str]] = frozenset({"FNRA"})
 
 Outcome = Literal["ingested", "replaced", "unchanged", "not_published", "failed", "missing"]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
@@ -83,6 +93,14 @@ class IngestSummary:
     results: list[FileResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    planned: int = 0
+    #: Why the run stopped early when the host could not be reached (None otherwise).
+    unreachable: str | None = None
+
+    @property
+    def not_attempted(self) -> int:
+        """Planned files never tried because the run stopped (host unreachable)."""
+        return self.planned - len(self.results)
 
     @property
     def counts(self) -> dict[Outcome, int]:
@@ -105,8 +123,28 @@ class IngestSummary:
 
     @property
     def ok(self) -> bool:
-        """True when no file failed (not-published dates and gaps are not failures)."""
-        return not self.failed
+        """True when no file failed and the host was reached (not-published dates and gaps
+        are not failures)."""
+        return not self.failed and self.unreachable is None
+
+    def describe_failure(self) -> str:
+        """One exact sentence on what failed and what was stored (for the CLI)."""
+        counts = self.counts
+        if self.unreachable is not None:
+            done = len(self.results) - len(self.failed)
+            return (f"{self.unreachable}; stopped after the first attempt: "
+                    f"{self.not_attempted:,} of {self.planned:,} file(s) not attempted"
+                    + (f", {done:,} done before" if done else ", nothing stored"))
+        failed = counts["failed"]
+        if len(self.results) == 1:
+            return "the file failed; nothing was stored"
+        stored = counts["ingested"] + counts["replaced"]
+        parts = [f"{stored:,} stored" if stored else "nothing was stored"]
+        for outcome, label in (("unchanged", "unchanged"), ("not_published", "not published"),
+                               ("missing", "not in the folder")):
+            if counts[outcome]:
+                parts.append(f"{counts[outcome]:,} {label}")
+        return f"{failed:,} of {len(self.results):,} file(s) failed; " + ", ".join(parts)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per file: facility, trade_date, outcome, rows, location, message."""
@@ -177,16 +215,41 @@ def plan_files(start: trading_calendar.DateLike, end: trading_calendar.DateLike,
     return ordered, notes
 
 
-def index_folder(folder: Path) -> dict[tuple[Facility, dt.date], Path]:
-    """Reg SHO files in ``folder`` by (facility, date); ``.txt`` wins over ``.txt.gz``."""
+def index_folder(folder: Path, families: Iterable[str] | None = None
+                 ) -> dict[tuple[Facility, dt.date], Path]:
+    """Reg SHO files in ``folder`` by (facility, date); ``.txt`` wins over ``.txt.gz``.
+
+    A folder without a single file of the expected naming for ``families`` (default: any
+    family) is an error saying what was expected and what was found: a wrong folder must not
+    look like a run of missing sessions.
+    """
     if not folder.is_dir():
         raise ConfigError(f"--from-dir {folder} is not a folder",
                           hint="pass the folder that holds the <FAMILY>shvol<YYYYMMDD>.txt files")
     found: dict[tuple[Facility, dt.date], Path] = {}
+    others: list[str] = []
     for path in sorted(folder.iterdir(), key=lambda p: p.name.endswith(".txt")):
         key = parse_file_name(path.name)
         if key is not None and path.is_file():
             found[key] = path  # sorted so that the plain .txt is stored last and wins
+        elif not path.name.startswith("."):
+            others.append(path.name + ("/" if path.is_dir() else ""))
+    wanted = sorted(set(families)) if families is not None else None
+    if wanted == []:  # nothing planned: nothing to look for
+        return found
+    if not any(wanted is None or facility in wanted for facility, _ in found):
+        names = "|".join(wanted) if wanted else "CNMS|FNSQ|..."
+        seen = sorted({facility for facility, _ in found})
+        shown = ", ".join(sorted(others)[:5]) + (f" (+{len(others) - 5} more)"
+                                                 if len(others) > 5 else "")
+        what = (f"only {', '.join(seen)} file(s)" if seen else
+                f"{len(others)} other file(s): {shown}" if others else "nothing (it is empty)")
+        raise ConfigError(
+            f"--from-dir {folder} holds no Reg SHO file of the requested families: expected "
+            f"names like {names.split('|')[0]}shvol20210802.txt (or .txt.gz; families {names}), "
+            f"found {what}",
+            hint="pass the folder of FINRA daily short-sale files (darkpool ingest prices "
+                 "--from-dir takes <TICKER>.csv files, ingest finra-otc the OTC downloads)")
     return found
 
 
@@ -201,6 +264,8 @@ class _Loaded:
     location: str
     outcome: Outcome | None = None          # set for not_published / missing / failed
     message: str | None = None
+    unreachable: bool = False               # failed because the host cannot be reached
+    attempted: bool = True                  # False: skipped, the run is stopping
     sha256: str | None = None
     table: pa.Table | None = None          # None when unchanged (parse skipped)
     fetched_at: dt.datetime | None = None
@@ -218,12 +283,21 @@ class _Loader:
         self.client = client
         self.folder_files = folder_files
         self.folder = folder
+        self.stored_rows: dict[str, int] = {}
+        self.stop = threading.Event()
 
     def load(self, facility: Facility, trade_date: dt.date, known_sha: str | None,
              force: bool) -> _Loaded:
         name = file_name(facility, trade_date)
+        if self.stop.is_set():
+            return _Loaded(facility, trade_date, "", "failed", "not attempted",
+                           unreachable=True, attempted=False)
         try:
             fetched = self._read(facility, trade_date)
+        except HostUnreachableError as exc:
+            self.stop.set()
+            return _Loaded(facility, trade_date, exc.url, "failed", exc.message,
+                           unreachable=True)
         except FetchError as exc:
             return _Loaded(facility, trade_date, exc.url, "failed", exc.message)
         except OSError as exc:
@@ -241,6 +315,12 @@ class _Loader:
             table = parse_short_table(content, location)
         except DataFormatError as exc:
             return _Loaded(facility, trade_date, location, "failed", str(exc))
+        stored = self.stored_rows.get(_partition_key(facility, trade_date), 0)
+        if table.num_rows == 0 and stored and not force and facility not in OFTEN_EMPTY:
+            return _Loaded(facility, trade_date, location, "failed",
+                           f"{location}: empty file (header + trailer 0) for {trade_date}, "
+                           f"whose {stored:,} stored {facility} rows it would delete; expected "
+                           "data rows (pass --force to apply an empty file)")
         return _Loaded(facility, trade_date, location, sha256=sha, table=table,
                        fetched_at=fetched_at, known_sha256=known_sha)
 
@@ -283,7 +363,11 @@ def _plan_write(loaded: _Loaded, force: bool, batch: _Batch) -> FileResult:
     """Decide what one loaded file contributes to ``batch`` and what its outcome is."""
     facility, day, key = loaded.facility, loaded.trade_date, _partition_key(loaded.facility,
                                                                            loaded.trade_date)
-    if loaded.outcome in ("failed", "missing"):
+    if loaded.outcome == "failed":
+        batch.log.append(LogEntry(DATASET, key, day, loaded.location or None, "failed",
+                                  message=loaded.message))
+        return FileResult(facility, day, "failed", 0, loaded.location, loaded.message)
+    if loaded.outcome == "missing":
         return FileResult(facility, day, loaded.outcome, 0, loaded.location, loaded.message)
     if loaded.outcome == "not_published":
         batch.log.append(LogEntry(DATASET, key, day, loaded.location, "not_published",
@@ -342,7 +426,8 @@ def _ordered_results(pool: concurrent.futures.Executor, loader: _Loader,
 def _run(writer: Writer, settings: Settings, plan: list[tuple[Facility, dt.date]],
          summary: IngestSummary, *, from_dir: Path | None, force: bool,
          client: httpx.Client | None, progress: IngestProgress | None) -> None:
-    folder_files = index_folder(from_dir) if from_dir is not None else None
+    folder_files = (index_folder(from_dir, {f for f, _ in plan}) if from_dir is not None
+                    else None)
     stored = writer.known_sha256s(DATASET)
     known = {key: stored.get(key) for key in (_partition_key(f, d) for f, d in plan)}
     concurrency = settings.http_concurrency
@@ -350,17 +435,30 @@ def _run(writer: Writer, settings: Settings, plan: list[tuple[Facility, dt.date]
         if folder_files is None and client is None:
             client = stack.enter_context(make_client(settings))
         loader = _Loader(settings, client, folder_files, from_dir)
+        loader.stored_rows = _stored_rows(writer)
         pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="finra-short"))
         batch: list[_Loaded] = []
         batch_rows = 0
         for loaded in _ordered_results(pool, loader, plan, known, force, 2 * concurrency):
+            if loaded.unreachable:
+                if summary.unreachable is None and loaded.attempted:
+                    summary.unreachable = loaded.message
+                    batch.append(loaded)  # the one failure that shows the host is down
+                continue
             batch.append(loaded)
             batch_rows += loaded.table.num_rows if loaded.table is not None else 0
             if batch_rows >= BATCH_ROWS or len(batch) >= BATCH_FILES:
                 _store_batch(writer, batch, force, summary, progress)
                 batch, batch_rows = [], 0
         _store_batch(writer, batch, force, summary, progress)
+
+
+def _stored_rows(writer: Writer) -> dict[str, int]:
+    """Rows stored per Reg SHO partition (from the provenance table)."""
+    rows = writer.conn.execute("SELECT partition_key, rows FROM source_files WHERE dataset = ?",
+                               [DATASET]).fetchall()
+    return {str(key): int(count) for key, count in rows}
 
 
 def _store_batch(writer: Writer, batch: list[_Loaded], force: bool, summary: IngestSummary,
@@ -376,7 +474,10 @@ def _store_batch(writer: Writer, batch: list[_Loaded], force: bool, summary: Ing
         writer.replace_partitions(TABLE, keys, plan.frames, sources=plan.sources,
                                   log_entries=plan.log)
     for result in results:
-        _log_result(result)
+        if result.outcome == "failed" and result.message == summary.unreachable:
+            log.info("%s %s: %s", result.facility, result.trade_date, result.message)
+        else:  # the unreachable host is reported once, by the caller
+            _log_result(result)
         summary.results.append(result)
         if progress is not None:
             progress.file_done(result)
@@ -431,7 +532,7 @@ def ingest_finra_short(
     """
     started = time.perf_counter()
     plan, notes = plan_files(start, end, families)
-    summary = IngestSummary(notes=notes)
+    summary = IngestSummary(notes=notes, planned=len(plan))
     for note in notes:
         log.warning(note)
     if progress is not None:

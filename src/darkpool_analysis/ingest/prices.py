@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from darkpool_analysis.config import Settings
-from darkpool_analysis.errors import ConfigError
+from darkpool_analysis.errors import ConfigError, DataFormatError
+from darkpool_analysis.ingest import failures_logged
 from darkpool_analysis.sources.http import make_client
 from darkpool_analysis.sources.prices import (
     BAR_COLUMNS,
@@ -40,7 +41,7 @@ from darkpool_analysis.sources.prices import (
     yahoo_file_symbol,
     yfinance_available,
 )
-from darkpool_analysis.store import SourceFile, Writer, utcnow
+from darkpool_analysis.store import SourceFile, Writer, settle, utcnow
 from darkpool_analysis.symbols import to_feed
 from darkpool_analysis.trading_calendar import DateLike, sessions_between, sessions_index, to_date
 
@@ -98,8 +99,22 @@ def normalise_tickers(tickers: Sequence[str]) -> list[str]:
 
 
 def tickers_in_dir(from_dir: Path) -> list[str]:
-    """Normalised symbols of every ``<TICKER>.csv`` (Yahoo spelling) in ``from_dir``."""
-    return sorted(yahoo_file_symbol(path) for path in Path(from_dir).glob("*.csv"))
+    """Normalised symbols of every ``<TICKER>.csv`` (Yahoo spelling) in ``from_dir``.
+
+    A folder without any ``.csv`` file is an error saying what was expected and found."""
+    folder = Path(from_dir)
+    found = sorted(yahoo_file_symbol(path) for path in folder.glob("*.csv") if path.is_file())
+    if not found:
+        others = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        shown = ", ".join(others[:5]) + (f" (+{len(others) - 5} more)" if len(others) > 5
+                                         else "")
+        raise ConfigError(
+            f"--from-dir {folder} holds no price file: expected Yahoo-format <TICKER>.csv "
+            "files (e.g. GME.csv, BRK-B.csv), found "
+            + (f"{len(others)} other file(s): {shown}" if others else "nothing (it is empty)"),
+            hint="pass the folder of price CSVs (darkpool ingest finra-short --from-dir takes "
+                 "the FINRA <FAMILY>shvol<YYYYMMDD>.txt files)")
+    return found
 
 
 def resolve_provider(settings: Settings, provider: str | None = None,
@@ -239,6 +254,52 @@ def _write_ticker(writer: Writer, item: TickerBars, *, provider: PriceProvider,
     writer.maybe_publish()
 
 
+def _refuse_shrinking(writer: Writer, items: Sequence[TickerBars], first: dt.date,
+                      last: dt.date) -> None:
+    """Refuse (before anything is written) a run that would delete stored bars: replacing a
+    ticker's rows in ``[first, last]`` with bars that lack some stored session means the new
+    file or response covers less than the database (a truncated file, a provider gap)."""
+    if not items:
+        return
+    new = pd.concat([item.bars[["symbol", "date"]] for item in items], ignore_index=True)
+    new["source_file"] = np.repeat([item.source_file for item in items],
+                                   [len(item.bars) for item in items])
+    new["date"] = new["date"].dt.date
+    conn = writer.conn
+    settle(conn)
+    conn.register("_darkpool_new_bars", new)
+    try:
+        lost = conn.execute(f"""
+            SELECT p.symbol, count(*) AS lost, min(p.date) AS first_lost,
+                   max(p.date) AS last_lost,
+                   (SELECT min(date) FROM _darkpool_new_bars n WHERE n.symbol = p.symbol),
+                   (SELECT max(date) FROM _darkpool_new_bars n WHERE n.symbol = p.symbol),
+                   (SELECT any_value(source_file) FROM _darkpool_new_bars n
+                    WHERE n.symbol = p.symbol)
+            FROM {TABLE} p
+            WHERE p.date BETWEEN ? AND ?
+              AND p.symbol IN (SELECT DISTINCT symbol FROM _darkpool_new_bars)
+              AND NOT EXISTS (SELECT 1 FROM _darkpool_new_bars n
+                              WHERE n.symbol = p.symbol AND n.date = p.date)
+            GROUP BY p.symbol ORDER BY p.symbol
+        """, [first, last]).fetchall()
+    finally:
+        settle(conn)
+        conn.unregister("_darkpool_new_bars")
+    if not lost:
+        return
+    symbol, count, first_lost, last_lost, new_first, new_last, source = lost[0]
+    more = f" (and {len(lost) - 1} more ticker(s): {', '.join(r[0] for r in lost[1:6])})" \
+        if len(lost) > 1 else ""
+    raise DataFormatError(
+        f"would delete {count} stored {symbol} bar(s) between {first_lost} and {last_lost}: "
+        f"the new data covers {new_first}..{new_last} and lacks them{more}; expected new data "
+        f"covering every stored session of {first}..{last}",
+        source=source, field="Date",
+        hint="a truncated file? re-download it, narrow --start/--end to what it covers, or "
+             "pass --force to replace the stored bars anyway")
+
+
 def ingest_prices(
     writer: Writer,
     settings: Settings,
@@ -258,8 +319,28 @@ def ingest_prices(
     ``httpx.Client`` for Polygon (tests point it at a local server); ``progress`` receives
     ``(phase, done, total)``. Tickers without any bar in the range are listed in
     ``summary.missing`` and leave their rows untouched. Raises ``DataFormatError`` for bad
-    input (nothing of that file/response is written), ``FetchError`` when a download fails.
+    input (nothing of that file/response is written; bars covering fewer stored sessions
+    than the database holds count as bad input unless ``force``), ``FetchError`` when a
+    download fails; either is recorded in ``ingest_log`` as ``failed``.
     """
+    location = str(from_dir) if from_dir is not None else provider or settings.price_provider
+    with failures_logged(writer, DATASET, location):
+        return _ingest_prices(writer, settings, start, end, tickers, provider, from_dir, force,
+                              client, progress)
+
+
+def _ingest_prices(
+    writer: Writer,
+    settings: Settings,
+    start: DateLike,
+    end: DateLike,
+    tickers: Sequence[str] | None = None,
+    provider: PriceProvider | None = None,
+    from_dir: Path | None = None,
+    force: bool = False,
+    client: httpx.Client | None = None,
+    progress: IngestProgress | None = None,
+) -> PriceIngestSummary:
     first, last = to_date(start), to_date(end)
     if first > last:
         raise ConfigError(f"start {first} is after end {last}")
@@ -302,6 +383,8 @@ def ingest_prices(
         log.warning("%s: no bars between %s and %s for %s", chosen, first, last,
                     ", ".join(summary.missing))
 
+    if not force:
+        _refuse_shrinking(writer, to_write, first, last)
     # Everything in to_write is parsed and validated: commit it in groups (a commit per
     # ticker costs more than the rows), each ticker's replacement still all-or-nothing.
     for offset in range(0, len(to_write), WRITE_GROUP):

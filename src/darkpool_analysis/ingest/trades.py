@@ -11,21 +11,46 @@ rebuilt from the first ingested date on (unless ``build=False``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
+import json
 import logging
+import os
+import resource
+import tempfile
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import duckdb
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import SecretStr
 
 from darkpool_analysis import classify
 from darkpool_analysis.classify import CLASSIFY_VERSION, METHODS, QUOTE_RULES, MethodName
 from darkpool_analysis.config import Settings
-from darkpool_analysis.errors import ConfigError
+from darkpool_analysis.errors import ConfigError, DarkpoolError, DataFormatError
+from darkpool_analysis.executor import make_executor, parallelism
+from darkpool_analysis.sources.flatfiles import (
+    DAY_FILE_SOURCES,
+    DayFiles,
+    DayFileSource,
+    bucket_count,
+    day_reader,
+    fetch,
+    is_url,
+    locate_day,
+    split_by_symbol,
+    taq_folder,
+)
 from darkpool_analysis.sources.http import make_client
 from darkpool_analysis.sources.trades import (
     POLYGON_MAX_PAGES,
@@ -33,10 +58,11 @@ from darkpool_analysis.sources.trades import (
     TradeReader,
     TradeSourceName,
     check_coverage,
+    file_sha256,
     load_day,
     make_reader,
 )
-from darkpool_analysis.store import SourceFile, Writer, utcnow
+from darkpool_analysis.store import LogEntry, SourceFile, Writer, utcnow
 from darkpool_analysis.symbols import normalise
 from darkpool_analysis.trading_calendar import sessions_between
 
@@ -236,3 +262,520 @@ def _ingest_day(writer: Writer, con: duckdb.DuckDBPyConnection, reader: TradeRea
         writer.log_outcome(DATASET, f"{reader.name}/{symbol}/{day}", outcome="not_published",
                            trade_date=day, location=ticks.location,
                            message=f"no lit regular-hours trades of {symbol} on {day}")
+
+
+# == many sessions of day files on an executor =================================================
+#: Bumped whenever the per-day task changes what it computes (part of every manifest).
+TASK_VERSION = "day-task-1"
+
+#: Environment variable for fault-injection tests: comma-separated sessions (YYYY-MM-DD) whose
+#: task kills its own worker process (``os._exit``) half-way through its first attempt. A
+#: marker file in the work folder makes the retry succeed. Never set it in production.
+FAULT_KILL_ENV = "DARKPOOL_FAULT_KILL_DAY"
+
+#: Default size of one symbol bucket (compressed input bytes of trades + quotes).
+DEFAULT_CHUNK_MB = 256
+
+#: Finished sessions stored per database transaction.
+DEFAULT_BATCH_DAYS = 8
+
+LIT_SCHEMA = pa.schema([
+    ("symbol", pa.string()), ("date", pa.date32()), ("lit_buy_volume", pa.float64()),
+    ("lit_sell_volume", pa.float64()), ("unclassified_volume", pa.float64()),
+    ("buy_trades", pa.int64()), ("sell_trades", pa.int64()),
+    ("unclassified_trades", pa.int64()), ("method", pa.string()),
+    ("coverage_pct", pa.float64()), ("quote_coverage_pct", pa.float64()),
+    ("source", pa.string()), ("inference_version", pa.string()), ("complete", pa.bool_()),
+    ("fetched_at", pa.timestamp("us")),
+])
+
+DayStatus = Literal["done", "skipped", "failed", "missing"]
+
+
+@dataclass(frozen=True)
+class DayTask:
+    """Everything one session's task needs; picklable, so it runs on any worker.
+
+    ``work_dir`` must be reachable by the worker (a local folder, or shared storage on a
+    cluster): the task's result and manifest live there. ``threads`` only sets how many
+    threads the task may use; it is not part of the manifest (results never depend on it).
+    """
+
+    source: DayFileSource
+    files: DayFiles
+    method: MethodName
+    work_dir: str
+    settings: Settings
+    symbols: tuple[str, ...] | None = None
+    quote_lag_ns: int = 0
+    bar_ns: int = 60_000_000_000
+    chunk_bytes: int = DEFAULT_CHUNK_MB << 20
+    threads: int | None = None
+    keep_parquet: str | None = None
+
+    @property
+    def day(self) -> dt.date:
+        return self.files.day
+
+
+@dataclass
+class DayResult:
+    """What a task returns: its rows (Arrow, :data:`LIT_SCHEMA`) and manifest, or its error."""
+
+    day: dt.date
+    status: DayStatus
+    table: pa.Table | None = None
+    manifest: dict[str, Any] | None = None
+    error: str | None = None
+    trades: int = 0
+    retried: bool = False          # an earlier attempt of this task died half-way
+    seconds: float = 0.0
+    buckets: int = 1
+    peak_rss_mb: float = 0.0       # the worker process's peak RSS so far
+
+    @property
+    def key(self) -> str | None:
+        """The manifest key digest stored as the day's ``source_files.sha256``."""
+        return None if self.manifest is None else str(self.manifest["key_sha256"])
+
+
+def task_paths(task: DayTask) -> dict[str, Path]:
+    """Result, manifest and in-progress marker of ``task`` in its work folder."""
+    base = Path(task.work_dir) / task.source / task.method
+    stem = task.day.isoformat()
+    return {"dir": base, "result": base / f"{stem}.parquet",
+            "manifest": base / f"{stem}.manifest.json", "running": base / f"{stem}.running"}
+
+
+def _manifest_key(task: DayTask, inputs: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """The part of a manifest that decides whether a stored result can be reused."""
+    settings = task.settings
+    from darkpool_analysis import __version__
+
+    return {
+        "day": task.day.isoformat(), "source": task.source, "inputs": inputs,
+        "rule": task.method,
+        "options": {"quote_lag_ns": task.quote_lag_ns, "bar_ns": task.bar_ns,
+                    "symbols": list(task.symbols) if task.symbols is not None else None,
+                    "rth_start": settings.rth_start, "rth_end": settings.rth_end,
+                    "market_timezone": settings.market_timezone},
+        "code_version": {"package": __version__, "classify": CLASSIFY_VERSION,
+                         "task": TASK_VERSION},
+    }
+
+
+def _key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path``, fsync, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _stored_result(paths: dict[str, Path], key_sha: str) -> tuple[pa.Table, dict[str, Any]] | None:
+    """The stored result when its manifest matches ``key_sha`` and its file is intact."""
+    try:
+        manifest = json.loads(paths["manifest"].read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if manifest.get("key_sha256") != key_sha or not paths["result"].is_file():
+        return None
+    if file_sha256(paths["result"]) != manifest.get("result", {}).get("sha256"):
+        return None
+    return pq.read_table(paths["result"], schema=LIT_SCHEMA), manifest
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _inject_fault(task: DayTask) -> None:
+    """Fault injection for tests (:data:`FAULT_KILL_ENV`): die once, half-way through."""
+    days = {d.strip() for d in os.environ.get(FAULT_KILL_ENV, "").split(",") if d.strip()}
+    if task.day.isoformat() not in days:
+        return
+    marker = Path(task.work_dir) / f".fault-killed-{task.day.isoformat()}"
+    if marker.exists():
+        return
+    marker.touch()
+    log.warning("fault injection: killing the worker process in the task of %s", task.day)
+    os._exit(70)
+
+
+def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: str,
+                    sha256: str, scratch: Path) -> tuple[pd.DataFrame, int, pd.DataFrame, int]:
+    """Read (in symbol buckets when large), filter and classify one session.
+
+    Returns the day's rows (sorted by symbol), the trades classified, the dropped trades by
+    reason and the number of buckets read.
+    """
+    total = trades.stat().st_size + (quotes.stat().st_size if quotes is not None else 0)
+    buckets = bucket_count(total, task.chunk_bytes)
+    con = duckdb.connect()
+    try:
+        if task.threads is not None:
+            con.execute(f"SET threads = {int(task.threads)}")
+        if buckets == 1:
+            parts = [taq_folder(scratch, trades, quotes) if task.source == "taq"
+                     else (trades, quotes)]
+        else:
+            parts = split_by_symbol(con, task.source, trades, quotes, buckets, scratch)
+            if task.threads is not None:
+                con.execute(f"SET threads = {int(task.threads)}")
+            else:
+                con.execute("RESET threads")
+        frames: list[pd.DataFrame] = []
+        dropped: list[pd.DataFrame] = []
+        n_trades = 0
+        for index, (part_trades, part_quotes) in enumerate(parts):
+            keep = None
+            if task.keep_parquet is not None:
+                keep = Path(task.keep_parquet) / (f"part{index:04d}" if len(parts) > 1 else "")
+            reader = day_reader(task.source, part_trades, part_quotes, location=location,
+                                sha256=sha256)
+            ticks = load_day(con, reader, task.day, task.symbols, task.settings,
+                             keep_parquet=keep)
+            if index == 0:
+                _inject_fault(task)
+            if ticks is None:
+                continue
+            if not ticks.skipped.empty:
+                dropped.append(ticks.skipped)
+            if not ticks.symbols:
+                continue
+            frames.append(day_rows(ticks, task.method, quote_lag_ns=task.quote_lag_ns,
+                                   bar_ns=task.bar_ns, source=task.source,
+                                   fetched_at=utcnow()))
+            n_trades += len(ticks.trades)
+            del ticks
+    finally:
+        con.close()
+    rows = (pd.concat(frames, ignore_index=True).sort_values("symbol", kind="stable")
+            .reset_index(drop=True) if frames else pd.DataFrame(columns=LIT_SCHEMA.names))
+    skipped = (pd.concat(dropped, ignore_index=True) if dropped
+               else pd.DataFrame(columns=["symbol", "reason", "trades", "volume"]))
+    return rows, n_trades, skipped, len(parts)
+
+
+def _dropped_counts(skipped: pd.DataFrame) -> dict[str, int]:
+    if skipped.empty:
+        return {}
+    return {str(k): int(v) for k, v in skipped.groupby("reason")["trades"].sum().items()}
+
+
+def run_day_task(task: DayTask) -> DayResult:
+    """Classify one session's day files; reuse the stored result when its manifest matches.
+
+    Safe to retry and to repeat: the result (Parquet) and then its manifest (input sha256s,
+    rule, options, code version, result sha256) are written under temporary names and
+    renamed into place, so a task killed at any point leaves either the previous complete
+    result or none, and a rerun whose manifest matches returns the stored rows unchanged
+    (``status="skipped"``). Bad input is returned as ``status="failed"`` with the error
+    naming the file, so one bad day never fails the others. Runs in the worker process.
+    """
+    started = time.perf_counter()
+    paths = task_paths(task)
+    paths["dir"].mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"darkpool-{task.day}-") as scratch_name:
+        scratch = Path(scratch_name)
+        try:
+            trades, trades_sha = fetch(task.files.trades, scratch / "trades")
+            inputs = {"trades": {"name": Path(task.files.trades).name, "sha256": trades_sha}}
+            quotes = None
+            if task.files.quotes is not None:
+                quotes, quotes_sha = fetch(task.files.quotes, scratch / "quotes")
+                inputs["quotes"] = {"name": Path(task.files.quotes).name, "sha256": quotes_sha}
+        except OSError as exc:
+            return DayResult(task.day, "failed", error=f"{task.files.trades}: cannot read the "
+                             f"day's files: {exc}", seconds=time.perf_counter() - started)
+        key = _manifest_key(task, inputs)
+        key_sha = _key_digest(key)
+        stored = _stored_result(paths, key_sha)
+        if stored is not None:
+            table, manifest = stored
+            return DayResult(task.day, "skipped", table, manifest,
+                             trades=int(manifest["result"]["trades"]),
+                             seconds=time.perf_counter() - started,
+                             peak_rss_mb=_peak_rss_mb())
+        retried = paths["running"].exists()
+        paths["running"].touch()
+        try:
+            rows, n_trades, skipped, buckets = _classify_files(
+                task, trades, quotes, task.files.trades, trades_sha, scratch)
+        except (DarkpoolError, duckdb.Error, ValueError, OSError, pa.ArrowException) as exc:
+            paths["running"].unlink(missing_ok=True)
+            return DayResult(task.day, "failed", error=str(exc), retried=retried,
+                             seconds=time.perf_counter() - started,
+                             peak_rss_mb=_peak_rss_mb())
+    table = pa.Table.from_pandas(rows, schema=LIT_SCHEMA, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
+    _write_atomic(paths["result"], data)
+    manifest = {**key, "key_sha256": key_sha,
+                "result": {"file": paths["result"].name,
+                           "sha256": hashlib.sha256(data).hexdigest(),
+                           "rows": table.num_rows, "trades": n_trades},
+                "dropped_trades": _dropped_counts(skipped),
+                "created_at": utcnow().isoformat()}
+    _write_atomic(paths["manifest"], json.dumps(manifest, indent=1, sort_keys=True).encode())
+    paths["running"].unlink(missing_ok=True)
+    status: DayStatus = "done" if table.num_rows else "missing"
+    return DayResult(task.day, status, table, manifest, trades=n_trades, retried=retried,
+                     seconds=time.perf_counter() - started, buckets=buckets,
+                     peak_rss_mb=_peak_rss_mb())
+
+
+@dataclass
+class DayCounts:
+    """Progress of a many-day run (what the progress bar shows)."""
+
+    total: int
+    done: int = 0          # classified and stored
+    skipped: int = 0       # manifest matched: nothing recomputed (nor stored, if unchanged)
+    failed: int = 0
+    retried: int = 0       # tasks that ran again after their worker died
+    missing: int = 0       # no files or no lit trades for the session
+    trades: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.skipped + self.failed + self.missing
+
+
+#: Called after every finished session with the running counts.
+DayProgress = Callable[[DayCounts], None]
+
+
+@dataclass
+class DayIngestSummary:
+    """What :func:`ingest_day_files` did."""
+
+    counts: DayCounts
+    rows_written: int = 0
+    days_written: list[dt.date] = field(default_factory=list)
+    unchanged: list[dt.date] = field(default_factory=list)   # stored already, nothing written
+    failures: dict[dt.date, str] = field(default_factory=dict)
+    missing: list[dt.date] = field(default_factory=list)
+    results: list[DayResult] = field(default_factory=list)   # without tables (for reports)
+    interrupted: bool = False
+
+
+def _sanitised(settings: Settings) -> Settings:
+    """Settings safe to ship to workers: no API keys travel to a cluster."""
+    secrets = {name: None for name, value in settings.__dict__.items()
+               if isinstance(value, SecretStr)}
+    return settings.model_copy(update=secrets)
+
+
+def default_work_dir(settings: Settings) -> Path:
+    """Where per-day results live by default: ``<database folder>/lit_day_results``."""
+    return Path(settings.db_path).expanduser().parent / "lit_day_results"
+
+
+def ingest_day_files(
+    writer: Writer,
+    settings: Settings,
+    *,
+    source: DayFileSource,
+    path: str | Path,
+    start: dt.date,
+    end: dt.date,
+    method: MethodName = "lee_ready",
+    tickers: Sequence[str] | None = None,
+    executor: Executor | None = None,
+    work_dir: str | Path | None = None,
+    quote_lag_ms: float = 0.0,
+    bar_seconds: int = 60,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    batch_days: int = DEFAULT_BATCH_DAYS,
+    keep_parquet: Path | None = None,
+    progress: DayProgress | None = None,
+) -> DayIngestSummary:
+    """Classify every symbol of every session in ``[start, end]`` from day files, one task
+    per session on ``executor`` (None: serially in this process), and store the rows.
+
+    Only this (the parent) process writes the database: finished sessions are stored
+    ``batch_days`` at a time, each batch in one transaction (delete the sessions' rows,
+    insert the new ones, provenance and log entries), so an interrupted run (Ctrl-C) leaves
+    the database as it was before the batch in flight. A session whose stored provenance
+    already equals its manifest key is left alone (nothing written). A failed session is
+    reported by name with its error; the others are stored. ``daily_metrics`` is not rebuilt
+    here: call ``auto_build``/``settle_owed`` afterwards (the CLI does unless ``--no-build``).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown rule {method!r}; valid: {', '.join(METHODS)}")
+    if source not in DAY_FILE_SOURCES:
+        raise ConfigError(f"unknown day-file source {source!r}; valid: "
+                          f"{', '.join(DAY_FILE_SOURCES)}")
+    if start > end:
+        raise ConfigError(f"--start {start} is after --end {end}")
+    if batch_days < 1:
+        raise ConfigError(f"--batch-days must be >= 1, got {batch_days}")
+    if chunk_mb <= 0:
+        raise ConfigError(f"--chunk-mb must be > 0, got {chunk_mb}")
+    root = str(path)
+    if not is_url(root) and not Path(root).exists():
+        raise DataFormatError("no such folder", source=root)
+    symbols = (tuple(sorted({normalise(t, "polygon") for t in tickers}))
+               if tickers else None)
+    days = sessions_between(start, end)
+    work = Path(work_dir) if work_dir is not None else default_work_dir(settings)
+    counts = DayCounts(total=len(days))
+    summary = DayIngestSummary(counts)
+    worker_settings = _sanitised(settings)
+    tasks: list[DayTask] = []
+    missing_log: list[LogEntry] = []
+    for day in days:
+        files = locate_day(source, root, day)
+        if files is None:
+            summary.missing.append(day)
+            counts.missing += 1
+            missing_log.append(LogEntry(DATASET, f"{source}/{day}", day, root, "not_published",
+                                        message=f"no {source} trades file for {day}"))
+            continue
+        tasks.append(DayTask(source=source, files=files, method=method, work_dir=str(work),
+                             settings=worker_settings, symbols=symbols,
+                             quote_lag_ns=int(quote_lag_ms * 1e6),
+                             bar_ns=bar_seconds * 1_000_000_000,
+                             chunk_bytes=max(1, int(chunk_mb * (1 << 20))),
+                             keep_parquet=str(keep_parquet) if keep_parquet else None))
+    if progress is not None and counts.missing:
+        progress(counts)
+    known = writer.known_sha256s(DATASET)
+    batch: list[DayResult] = []
+    pending_log = missing_log
+
+    def flush() -> None:
+        nonlocal batch, pending_log
+        if batch or pending_log:
+            summary.rows_written += _store_batch(writer, source, batch, symbols, pending_log)
+            summary.days_written.extend(r.day for r in batch)
+            writer.maybe_publish()
+        batch, pending_log = [], []
+
+    def finished(task: DayTask, result: DayResult) -> None:
+        counts.retried += int(result.retried)
+        if result.status == "failed":
+            counts.failed += 1
+            summary.failures[task.day] = result.error or "unknown error"
+            pending_log.append(LogEntry(DATASET, f"{source}/{task.day}", task.day,
+                                        task.files.trades, "failed",
+                                        message=result.error))
+        elif result.status == "missing":
+            counts.missing += 1
+            summary.missing.append(task.day)
+            pending_log.append(LogEntry(DATASET, f"{source}/{task.day}", task.day,
+                                        task.files.trades, "not_published",
+                                        message=f"no lit regular-hours trades on {task.day}"))
+        else:
+            counts.trades += result.trades
+            if result.status == "skipped":
+                counts.skipped += 1
+            else:
+                counts.done += 1
+            if known.get(f"{source}/{task.day}") == result.key:
+                summary.unchanged.append(task.day)
+            else:
+                batch.append(result)
+        summary.results.append(DayResult(result.day, result.status, None, result.manifest,
+                                         result.error, result.trades, result.retried,
+                                         result.seconds, result.buckets, result.peak_rss_mb))
+        if progress is not None:
+            progress(counts)
+        if len(batch) >= batch_days:
+            flush()
+
+    own = executor is None
+    with contextlib.ExitStack() as stack:
+        if own:
+            executor = stack.enter_context(make_executor("serial"))
+        assert executor is not None
+        try:
+            _run_tasks(executor, tasks, finished)
+            flush()
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            raise
+    summary.unchanged.sort()
+    summary.missing.sort()
+    summary.days_written.sort()
+    summary.results.sort(key=lambda r: r.day)
+    return summary
+
+
+def _run_tasks(executor: Executor, tasks: Sequence[DayTask],
+               finished: Callable[[DayTask, DayResult], None]) -> None:
+    """Submit ``tasks`` keeping a window of about two per worker in flight; call ``finished``
+    in the parent as each completes. On any exception (Ctrl-C included) the tasks not yet
+    started are cancelled before it propagates."""
+    window = max(1, 2 * parallelism(executor))
+    queue = list(reversed(tasks))
+    running: dict[Future[DayResult], DayTask] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < window:
+                task = queue.pop()
+                running[executor.submit(run_day_task, task)] = task
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: running[f].day):
+                task = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - any task failure is reported by day
+                    result = DayResult(task.day, "failed",
+                                       error=f"{type(exc).__name__}: {exc}")
+                finished(task, result)
+    except BaseException:
+        for future in running:
+            future.cancel()
+        raise
+
+
+def _store_batch(writer: Writer, source: DayFileSource, results: Sequence[DayResult],
+                 symbols: tuple[str, ...] | None, log_entries: Sequence[LogEntry]) -> int:
+    """Store finished sessions in one transaction; returns the rows written.
+
+    Without a ticker filter a session's day file is the whole market, so every stored row
+    of that date is replaced; with ``--tickers`` only those symbols' rows of the date.
+    """
+    tables = [r.table for r in results if r.table is not None]
+    if symbols is None:
+        keys = pd.DataFrame({"date": [r.day for r in results]})
+    else:
+        keys = pd.DataFrame([(s, r.day) for r in results for s in symbols],
+                            columns=["symbol", "date"])
+    sources = [SourceFile(dataset=DATASET, partition_key=f"{source}/{r.day}",
+                          source_file=Path(r.manifest["inputs"]["trades"]["name"]).name,
+                          location=str(r.manifest["inputs"]["trades"]["name"]),
+                          sha256=str(r.key), rows=int(r.manifest["result"]["trades"]),
+                          fetched_at=utcnow())
+               for r in results if r.manifest is not None]
+    entries = [*log_entries]
+    for r in results:
+        assert r.manifest is not None
+        dropped = r.manifest.get("dropped_trades") or {}
+        message = (f"{r.table.num_rows if r.table is not None else 0} symbols, "
+                   f"{r.trades:,} trades classified"
+                   + ("; dropped trades: " + ", ".join(f"{k}={v}" for k, v in
+                                                       sorted(dropped.items()))
+                      if dropped else ""))
+        entries.append(LogEntry(DATASET, f"{source}/{r.day}", r.day,
+                                str(r.manifest["inputs"]["trades"]["name"]), "ingested",
+                                rows=r.table.num_rows if r.table is not None else 0,
+                                sha256=r.key, message=message))
+    if not tables and not entries:
+        return 0
+    return writer.replace_partitions(TABLE, keys, tables, sources=sources,
+                                     log_entries=entries)

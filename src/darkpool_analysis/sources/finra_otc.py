@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from darkpool_analysis.errors import DataFormatError, FetchError
+from darkpool_analysis.sources import limits
 from darkpool_analysis.sources.http import HttpPolicy, request
 from darkpool_analysis.symbols import normalise_array
 
@@ -172,24 +173,53 @@ def _parse_dates(values: pd.Series, *, required: bool, source: str, field_name: 
     return parsed
 
 
+def _json_numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Numbers from JSON values (Python objects): floats, and a mask of values that are not
+    numbers or numeric strings (booleans, objects, lists, integers beyond float range)."""
+    parsed = np.full(len(values), np.nan)
+    wrong = np.zeros(len(values), dtype=bool)
+    for i, value in enumerate(values.tolist()):  # JSON records are Python objects already
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            wrong[i] = True
+            continue
+        try:
+            parsed[i] = float(value)
+        except (ValueError, OverflowError):
+            wrong[i] = not isinstance(value, int)
+            parsed[i] = np.inf if isinstance(value, int) else np.nan
+    return pd.Series(parsed, index=values.index), wrong
+
+
 def _parse_numbers(values: pd.Series, *, required: bool, source: str, field_name: str,
-                   where: str, offset: int) -> pd.Series:
-    parsed = pd.to_numeric(values, errors="coerce").astype("float64")
-    present = values.notna() & (values.astype("string").str.strip() != "")
-    bad = (parsed.isna() & present).to_numpy(dtype=bool)
-    if required:
-        bad |= parsed.isna().to_numpy()
-    first = _first_index(bad)
-    if first is not None:
-        raise DataFormatError(
-            f"{where} {first + offset}: expected a number, got {values.iloc[first]!r}",
-            source=source, line=first + offset if where == "line" else None, field=field_name)
-    negative = _first_index((parsed < 0).to_numpy(dtype=bool))
-    if negative is not None:
-        raise DataFormatError(
-            f"{where} {negative + offset}: negative quantity {values.iloc[negative]!r} "
-            "(expected >= 0)", source=source,
-            line=negative + offset if where == "line" else None, field=field_name)
+                   where: str, offset: int, maximum: float,
+                   integer: bool = False) -> pd.Series:
+    """Validated float64 numbers: finite, >= 0, <= ``maximum`` (whole numbers when
+    ``integer``); the error names the first offending line/record and the field."""
+    if where == "record":  # JSON values: numbers, strings, or anything else
+        parsed, wrong = _json_numbers(values)
+    else:
+        parsed = pd.to_numeric(values, errors="coerce").astype("float64")
+        wrong = np.zeros(len(values), dtype=bool)
+
+    def fail(mask: np.ndarray, expected: str, problem: str = "") -> None:
+        first = _first_index(mask)
+        if first is not None:
+            raise DataFormatError(
+                f"{where} {first + offset}: {problem}expected {expected}, got "
+                f"{limits.shown(values.iloc[first])}", source=source,
+                line=first + offset if where == "line" else None, field=field_name)
+
+    present = (values.notna() & (values.astype("string").str.strip() != "")).to_numpy(
+        dtype=bool, na_value=False)
+    numbers = parsed.to_numpy(dtype="float64")
+    fail(wrong | (np.isnan(numbers) & present) | (required & ~present), "a number")
+    fail(np.isinf(numbers), "a finite number")
+    fail(numbers < 0, "a quantity >= 0", "negative quantity; ")
+    fail(numbers > maximum, f"at most {maximum:g} (an implausible magnitude)")
+    if integer:
+        fail(np.isfinite(numbers) & (numbers != np.floor(numbers)), "a whole number")
     return parsed
 
 
@@ -203,6 +233,79 @@ def _drop_unknown(frame: pd.DataFrame, column: str, allowed: Iterable[str], reas
     skipped[reason] = skipped.get(reason, 0) + count
     log.warning("%s: skipped %d row(s) with %s %s", source, count, reason, ", ".join(values))
     return frame.loc[known]
+
+
+#: Stored column -> the source's field name, for error messages.
+API_NAMES: Final = {column: api for api, column in API_FIELDS.items()}
+DOWNLOAD_NAMES: Final = {"symbol": "issueSymbolIdentifier", "issue_name": "issueName",
+                         "market_participant_name": "marketParticipantName", "mpid": "MPID"}
+#: Text columns and the check each must pass (symbol spelling, MPID, free text).
+_TEXT_CHECKS: Final = (("symbol", limits.bad_symbol), ("mpid", limits.bad_mpid),
+                       ("issue_name", limits.bad_text),
+                       ("market_participant_name", limits.bad_text),
+                       ("product_type", limits.bad_text))
+
+
+def _where(where: str, position: int, source: str, field_name: str) -> dict[str, Any]:
+    return {"source": source, "field": field_name,
+            "line": position if where == "line" else None}
+
+
+def _check_monday(weeks: pd.Series, index: pd.Index, *, source: str, where: str, offset: int,
+                  field_name: str) -> None:
+    """Every week start must be a Monday (FINRA weeks run Monday to Friday)."""
+    first = _first_index((weeks.dt.day_of_week != 0).to_numpy(dtype=bool))
+    if first is not None:
+        position = int(index[first]) + offset
+        day = weeks.iloc[first].date()
+        raise DataFormatError(f"{where} {position}: week start {day} is a {day:%A}; expected "
+                              "the Monday of the week", **_where(where, position, source,
+                                                                  field_name))
+
+
+def _check_text_fields(frame: pd.DataFrame, *, source: str, where: str, offset: int,
+                       names: Mapping[str, str]) -> None:
+    """Symbols, MPIDs and free text within the layout's limits (see :mod:`limits`)."""
+    for column, check in _TEXT_CHECKS:
+        if column not in frame:
+            continue
+        values = frame[column].astype("string")
+        first = check(values)
+        if first is None:
+            continue
+        position = int(frame.index[first]) + offset
+        value = str(values.iloc[first])
+        problem = (limits.describe_symbol_problem(value) if column == "symbol" else
+                   f"{limits.shown(value)} is not 1..{limits.MAX_MPID_LENGTH} letters/digits"
+                   if column == "mpid" else
+                   f"text of {len(value):,} characters or with control characters "
+                   f"({limits.shown(value)}); expected at most {limits.MAX_TEXT_LENGTH:,} "
+                   "printable characters")
+        raise DataFormatError(f"{where} {position}: {problem}",
+                              **_where(where, position, source, names.get(column, column)))
+
+
+def _check_unique(frame: pd.DataFrame, keys: list[str], *, source: str, where: str,
+                  offset: int) -> None:
+    """One row per revision key: a repeated record would be stored twice."""
+    if frame.empty:
+        return
+    duplicated = frame.duplicated(keys, keep="first").to_numpy()
+    again = _first_index(duplicated)
+    if again is None:
+        return
+    row = frame.iloc[again]
+    same = np.ones(len(frame), dtype=bool)
+    for key in keys:
+        same &= (frame[key] == row[key]).to_numpy(dtype=bool, na_value=False)
+    first = int(frame.index[_first_index(same) or 0]) + offset
+    position = int(frame.index[again]) + offset
+    firm = f" and MPID {row['mpid']!r}" if "mpid" in keys else ""
+    raise DataFormatError(
+        f"{where} {position} repeats {where} {first} (week {row['week_start_date'].date()}, "
+        f"tier {row['tier']}, {row['summary_type']}, symbol {row['symbol']!r}{firm}, "
+        f"lastUpdateDate {row['last_update_date'].date()}); expected one {where} per revision",
+        **_where(where, position, source, "issueSymbolIdentifier"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,11 +334,7 @@ def decode_json_records(data: bytes | str, source: str) -> list[dict[str, Any]]:
         raise DataFormatError("got an HTML page instead of JSON records (an error page or a "
                               f"proxy/login page): {stripped[:80]!r}", source=source,
                               hint="check FINRA_API_URL and retry later")
-    try:
-        payload = json.loads(stripped)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"invalid JSON ({exc.msg} at line {exc.lineno} column "
-                              f"{exc.colno})", source=source, line=exc.lineno) from exc
+    payload = limits.load_json(stripped, source)
     if isinstance(payload, dict) and isinstance(payload.get("records"), list):
         payload = payload["records"]
     if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
@@ -281,10 +380,17 @@ def parse_api_records(records: Sequence[Mapping[str, Any]], *, source: str,
             frame["initial_published_date"], required=False, field_name="initialPublishedDate",
             **parse)
     frame["share_quantity"] = _parse_numbers(frame["share_quantity"], required=True,
-                                             field_name="totalWeeklyShareQuantity", **parse)
-    for col, api in (("trade_count", "totalWeeklyTradeCount"), ("notional", "totalNotionalSum")):
-        if col in frame:
-            frame[col] = _parse_numbers(frame[col], required=False, field_name=api, **parse)
+                                             field_name="totalWeeklyShareQuantity",
+                                             maximum=limits.MAX_WEEKLY_SHARES, **parse)
+    if "trade_count" in frame:
+        frame["trade_count"] = _parse_numbers(frame["trade_count"], required=False,
+                                              field_name="totalWeeklyTradeCount",
+                                              maximum=limits.MAX_WEEKLY_TRADES, integer=True,
+                                              **parse)
+    if "notional" in frame:
+        frame["notional"] = _parse_numbers(frame["notional"], required=False,
+                                           field_name="totalNotionalSum",
+                                           maximum=limits.MAX_WEEKLY_NOTIONAL, **parse)
     skipped: dict[str, int] = {}
     frame["tier"] = frame["tier"].astype("string").str.strip()
     frame["summary_type"] = frame["summary_type"].astype("string").str.strip()
@@ -292,12 +398,18 @@ def parse_api_records(records: Sequence[Mapping[str, Any]], *, source: str,
     frame = _drop_unknown(frame, "summary_type", SYMBOL_TYPES + FIRM_TYPES,
                           "other summary type", skipped, source)
     frame["symbol"] = frame["symbol"].astype("string").str.strip()
+    _check_monday(frame["week_start_date"], frame.index, source=source, where="record",
+                  offset=1, field_name="weekStartDate")
+    _check_text_fields(frame, source=source, where="record", offset=1, names=API_NAMES)
     frame["symbol_norm"] = normalise_array(frame["symbol"], feed="finra")
     is_firm = frame["summary_type"].isin(list(FIRM_TYPES)).to_numpy(dtype=bool)
     firm = frame.loc[is_firm]
     if ("mpid" not in firm.columns or firm["mpid"].isna().any()) and len(firm):
         raise DataFormatError("firm-level records need an MPID", source=source,
                               field="MPID")
+    keys = ["week_start_date", "tier", "summary_type", "symbol", "last_update_date"]
+    _check_unique(frame.loc[~is_firm], keys, source=source, where="record", offset=1)
+    _check_unique(firm, [*keys, "mpid"], source=source, where="record", offset=1)
     return ParsedOtc(_typed(frame.loc[~is_firm], SYMBOL_COLUMNS), _typed(firm, FIRM_COLUMNS),
                      skipped)
 
@@ -340,9 +452,11 @@ def parse_download_file(data: bytes, source: str, *, kind: FileKind = "ATS",
         "market_participant_name": raw["marketParticipantName"],
         "mpid": raw["MPID"].str.strip(),
         "share_quantity": _parse_numbers(raw["totalWeeklyShareQuantity"], required=True,
-                                         field_name="totalWeeklyShareQuantity", **parse),
+                                         field_name="totalWeeklyShareQuantity",
+                                         maximum=limits.MAX_WEEKLY_SHARES, **parse),
         "trade_count": _parse_numbers(raw["totalWeeklyTradeCount"], required=False,
-                                      field_name="totalWeeklyTradeCount", **parse),
+                                      field_name="totalWeeklyTradeCount",
+                                      maximum=limits.MAX_WEEKLY_TRADES, integer=True, **parse),
         "last_update_date": _parse_dates(raw["lastUpdateDate"], required=True,
                                          field_name="lastUpdateDate", **parse),
     })
@@ -366,6 +480,7 @@ def parse_download_file(data: bytes, source: str, *, kind: FileKind = "ATS",
         log.warning("%s: skipped %d row(s) with unknown tierDescription %s (known: %s)",
                     source, int(unknown.sum()), ", ".join(names), ", ".join(TIER_DESCRIPTIONS))
         frame = frame.loc[~unknown]
+    _check_text_fields(frame, source=source, where="line", offset=2, names=DOWNLOAD_NAMES)
     if frame.empty:
         return ParsedOtc(empty_symbol_frame(), empty_firm_frame(), skipped)
     if week_start is not None:
@@ -414,11 +529,7 @@ def parse_saved_json(data: bytes, source: str) -> ParsedOtc:
     defaults: dict[str, str] = {}
     stripped = text.lstrip()
     if stripped.startswith("{"):
-        try:
-            payload = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"invalid JSON ({exc.msg})", source=source,
-                                  line=exc.lineno) from exc
+        payload = limits.load_json(stripped, source)
         if isinstance(payload, dict) and isinstance(payload.get("request"), dict):
             defaults = defaults_from_request(payload["request"])
     return parse_api_records(decode_json_records(text, source), source=source,

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from darkpool_analysis.errors import DataFormatError, FetchError
+from darkpool_analysis.sources import limits
 from darkpool_analysis.sources.http import HttpPolicy, get, redact
 from darkpool_analysis.symbols import normalise_array
 
@@ -53,6 +54,9 @@ _HEADERS: Final = {HEADER.encode(): HEADER.split("|"),
 _VOLUME_FIELDS: Final = ("ShortVolume", "ShortExemptVolume", "TotalVolume")
 _OUTPUT_NAMES: Final = {"ShortVolume": "short_volume", "ShortExemptVolume": "short_exempt_volume",
                         "TotalVolume": "total_volume", "Market": "market"}
+
+#: Longest data line accepted (real rows are under 100 characters).
+MAX_LINE_LENGTH: Final = 1024
 
 FILE_NAME_RE: Final = re.compile(
     r"^(?P<facility>CNMS|FNSQ|FNQC|FNYX|FNRA|FORF)shvol(?P<date>\d{8})\.txt(?P<gz>\.gz)?$"
@@ -206,6 +210,12 @@ def _locate_parse_error(layout: _Layout, source: str) -> DataFormatError:
     text = layout.data.decode("utf-8")
     lines = pd.Series(text.split("\n")[:-1], dtype="string").str.removesuffix("\r")
     fields = len(layout.columns)
+    long_lines = np.flatnonzero(lines.str.len().to_numpy() > MAX_LINE_LENGTH)
+    if long_lines.size:
+        i = int(long_lines[0])
+        return _fail(f"line of {len(str(lines.iloc[i])):,} characters "
+                     f"({str(lines.iloc[i])[:40]!r}...); expected at most {MAX_LINE_LENGTH:,} "
+                     "(a Reg SHO row is under 100)", source, i + 2)
     counts = lines.str.count(r"\|").to_numpy() + 1
     bad = np.flatnonzero(counts != fields)
     if bad.size:
@@ -260,20 +270,38 @@ def _validate_rows(table: pa.Table, layout: _Layout, source: str,
         if at is not None:
             raise _fail(f"negative volume {column[at].as_py()!r}; expected >= 0", source,
                         at + 2, name)
+        at = _first(pc.greater(column, limits.MAX_DAILY_SHARES))
+        if at is not None:
+            raise _fail(f"implausible volume {column[at].as_py()!r}; expected at most "
+                        f"{limits.MAX_DAILY_SHARES:g} shares a day", source, at + 2, name)
     at = _first(pc.greater(table["ShortVolume"], table["TotalVolume"]))
     if at is not None:
         raise _fail(f"ShortVolume {table['ShortVolume'][at].as_py()!r} exceeds TotalVolume "
                     f"{table['TotalVolume'][at].as_py()!r}; expected ShortVolume <= TotalVolume",
                     source, at + 2, "ShortVolume")
     if "ShortExemptVolume" in table.column_names:
-        exempt_over = pc.sum(pc.greater(table["ShortExemptVolume"], table["ShortVolume"])).as_py()
-        if exempt_over:
-            log.warning("%s: %d row(s) with ShortExemptVolume > ShortVolume (exempt volume is "
-                        "a subset of ShortVolume)", source, exempt_over)
+        over = pc.greater(table["ShortExemptVolume"], table["ShortVolume"])
+        at = _first(over)
+        if at is not None:
+            count = pc.sum(over).as_py()
+            more = f" ({count - 1} more row(s) like it)" if count > 1 else ""
+            raise _fail(f"ShortExemptVolume {table['ShortExemptVolume'][at].as_py()!r} exceeds "
+                        f"ShortVolume {table['ShortVolume'][at].as_py()!r}; expected "
+                        f"ShortExemptVolume <= ShortVolume (exempt volume is part of short "
+                        f"volume){more}", source, at + 2, "ShortExemptVolume")
     symbols = table["Symbol"]
     at = _first(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(symbols)), 0))
     if at is not None:
         raise _fail("blank symbol; expected a ticker", source, at + 2, "Symbol")
+    at = limits.bad_symbol(symbols)
+    if at is not None:
+        raise _fail(limits.describe_symbol_problem(symbols[at].as_py()), source, at + 2,
+                    "Symbol")
+    at = limits.bad_market(table["Market"])
+    if at is not None:
+        raise _fail(f"Market {limits.shown(table['Market'][at].as_py())} is not a list of "
+                    f"venue letters; expected letters and commas such as 'B,Q,N', at most "
+                    f"{limits.MAX_MARKET_LENGTH} characters", source, at + 2, "Market")
     if pc.count_distinct(symbols).as_py() != rows:
         duplicated = pd.Series(symbols.to_numpy(zero_copy_only=False)).duplicated().to_numpy()
         at = int(np.flatnonzero(duplicated)[0])

@@ -1,7 +1,10 @@
 """The one HTTP client factory and retry policy every downloader shares.
 
-Retried with exponential backoff: timeouts, connection/transport errors, every 5xx and 429
-(a ``Retry-After`` header, in seconds or as an HTTP date, overrides the backoff). Everything
+Retried with exponential backoff: read/write/pool timeouts and transport errors of a host that
+was reached, every 5xx and 429 (a ``Retry-After`` header, in seconds or as an HTTP date,
+overrides the backoff). A failure to connect at all (DNS failure, connection refused, network
+unreachable, connect timeout) is not retried: it raises :class:`HostUnreachableError` at once,
+so an offline run stops after one attempt instead of retrying every file. Everything
 else (200, 3xx after redirects, other 4xx) is returned to the caller, which knows what a 403 or
 404 means for its source. Secrets in query strings (``apiKey`` ...) never reach a log line or
 an error message: :func:`redact` masks them.
@@ -50,6 +53,22 @@ class HttpPolicy:
     def from_settings(cls, settings: Settings) -> HttpPolicy:
         return cls(timeout=settings.http_timeout, retries=settings.http_retries,
                    backoff=settings.http_backoff, concurrency=settings.http_concurrency)
+
+
+class HostUnreachableError(FetchError):
+    """The host could not be connected to at all (offline, DNS failure, refused, firewalled):
+    retrying this request or the next file will not help."""
+
+
+#: Transport failures that show the host was never reached (not retried).
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+def _is_retryable(error: BaseException) -> bool:
+    if isinstance(error, _UNREACHABLE):
+        return False
+    return isinstance(error, RetryableStatusError | httpx.TimeoutException
+                      | httpx.TransportError)
 
 
 class RetryableStatusError(Exception):
@@ -148,9 +167,7 @@ def _describe(error: BaseException | None) -> str:
 def retrying(policy: HttpPolicy) -> tenacity.Retrying:
     """The tenacity policy: what to retry, how long to wait, when to give up (re-raises)."""
     return tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(
-            (RetryableStatusError, httpx.TimeoutException, httpx.TransportError)
-        ),
+        retry=tenacity.retry_if_exception(_is_retryable),
         stop=tenacity.stop_after_attempt(policy.retries + 1),
         wait=_BackoffWait(policy),
         before_sleep=_log_retry,
@@ -162,8 +179,9 @@ def request(client: httpx.Client, method: str, url: str, *, policy: HttpPolicy,
             **kwargs: Any) -> httpx.Response:
     """Send one request with retries; return the final non-retryable response.
 
-    Raises :class:`FetchError` when every attempt timed out, failed to connect, or answered
-    5xx/429. The caller decides what any other status means.
+    Raises :class:`HostUnreachableError` (a :class:`FetchError`) at the first failure to
+    connect, :class:`FetchError` when every attempt timed out or answered 5xx/429. The caller
+    decides what any other status means.
     """
     attempts = policy.retries + 1
     try:
@@ -176,6 +194,11 @@ def request(client: httpx.Client, method: str, url: str, *, policy: HttpPolicy,
     except RetryableStatusError as exc:
         raise FetchError(f"{exc} after {attempts} attempt(s)", url=exc.url,
                          status=exc.status) from exc
+    except _UNREACHABLE as exc:
+        host = httpx.URL(url).host
+        raise HostUnreachableError(
+            f"cannot reach {host}: {type(exc).__name__}: {exc} ({redact(url)})",
+            url=redact(url), hint="check the network connection and the source URL") from exc
     except httpx.TimeoutException as exc:
         raise FetchError(f"timed out after {attempts} attempt(s) "
                          f"(timeout {policy.timeout:g}s): {redact(url)}", url=redact(url),

@@ -40,6 +40,7 @@ import pandas as pd
 
 from darkpool_analysis.config import Settings
 from darkpool_analysis.errors import ConfigError, DataFormatError, FetchError
+from darkpool_analysis.sources import limits
 from darkpool_analysis.sources.http import HttpPolicy, get, redact
 from darkpool_analysis.symbols import normalise, normalise_array, to_feed
 
@@ -105,7 +106,10 @@ def validate_bars(frame: pd.DataFrame, *, source: str,
                   lines: np.ndarray | None = None,
                   field_names: Mapping[str, str] | None = None) -> None:
     """Reject bars that cannot be real: missing/non-finite, negative or zero prices, negative
-    volume, ``high < low``, duplicate (symbol, date).
+    volume, implausible magnitudes, ``high < low``, open or close outside ``[low, high]``,
+    a symbol outside the layout, duplicate (symbol, date). ``adj_close`` and ``vwap`` may be
+    missing and are not range-checked (an adjusted close sits below the traded range after
+    dividends; a VWAP can include trades outside the regular session's range).
 
     ``lines`` (1-based, aligned with ``frame``) and ``field_names`` (bar column -> the
     source's column name) make the error point at the offending cell of the input.
@@ -128,10 +132,25 @@ def validate_bars(frame: pd.DataFrame, *, source: str,
             _fail_first(values <= 0, f"price {_first(values, values <= 0)} is not positive; "
                         "expected a price > 0", source=source, field=shown, lines=lines,
                         frame=frame)
+        limit = limits.MAX_DAILY_SHARES if column == "volume" else limits.MAX_PRICE
+        _fail_first(values > limit, f"implausible value {_first(values, values > limit)}; "
+                    f"expected at most {limit:g}", source=source, field=shown, lines=lines,
+                    frame=frame)
     high = frame["high"].to_numpy(dtype="float64")
     low = frame["low"].to_numpy(dtype="float64")
     _fail_first(high < low, "high is below low; expected high >= low", source=source,
                 field=names.get("high", "high"), lines=lines, frame=frame)
+    for column in ("open", "close"):
+        values = frame[column].to_numpy(dtype="float64")
+        _fail_first(values > high, f"{column} above high; expected low <= {column} <= high",
+                    source=source, field=names.get(column, column), lines=lines, frame=frame)
+        _fail_first(values < low, f"{column} below low; expected low <= {column} <= high",
+                    source=source, field=names.get(column, column), lines=lines, frame=frame)
+    symbols = pd.unique(frame["symbol"].astype(str))
+    odd = limits.bad_symbol(pd.Series(symbols, dtype="string"))
+    if odd is not None:
+        raise DataFormatError(limits.describe_symbol_problem(str(symbols[odd])), source=source,
+                              field=names.get("symbol", "symbol"))
     duplicated = frame.duplicated(["symbol", "date"], keep="first").to_numpy()
     if duplicated.any():
         again = int(np.flatnonzero(duplicated)[0])
@@ -205,6 +224,8 @@ def _parse_yahoo_typed(text: str, present: Sequence[str], symbol: str) -> pd.Dat
         return None
     if np.isnan(values).any():
         return None
+    if not raw["Date"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all():
+        return None  # e.g. a date cut short (2021-01-1) or with a time zone: the slow path
     dates = pd.to_datetime(raw["Date"], format="%Y-%m-%d", errors="coerce")
     if dates.isna().any():
         return None
@@ -222,13 +243,15 @@ def _parse_yahoo_text(text: str, present: Sequence[str], symbol: str,
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataFormatError(f"not a valid CSV file: {exc}", source=source_name) from exc
     raw.columns = [str(name).strip() for name in raw.columns]
-    cells = pd.DataFrame({name: raw[name].str.strip() for name in present})
+    cells = pd.DataFrame({name: raw[name].fillna("").str.strip() for name in present})
     lines = np.arange(len(cells)) + 2  # 1-based; line 1 is the header
 
     value_columns = [name for name in present if name != "Date"]
-    empty_or_null = cells[value_columns].isin(["", "null"]).to_numpy()
-    blank_line = empty_or_null.all(axis=1) & cells["Date"].eq("").to_numpy()
-    null_bar = empty_or_null.all(axis=1) & ~blank_line
+    values_text = cells[value_columns]
+    blank_line = (values_text.eq("").all(axis=1) & cells["Date"].eq("")).to_numpy()
+    # Yahoo marks a day without data with the word null in every price cell; empty cells
+    # after a date are a line cut short (a truncated file), never a "no data" day.
+    null_bar = values_text.eq("null").all(axis=1).to_numpy() & ~blank_line
     if null_bar.any():
         log.warning("%s: %d row(s) with 'null' prices (no data that day) skipped, first on "
                     "line %d", source_name, int(null_bar.sum()), lines[null_bar][0])
@@ -250,7 +273,9 @@ def _parse_yahoo_text(text: str, present: Sequence[str], symbol: str,
         bad = numbers.isna().to_numpy()
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            raise DataFormatError(f"expected a number, got {cells[name].iloc[first]!r}",
+            got = cells[name].iloc[first]
+            cut = " (a line cut short: the file may be truncated)" if got == "" else ""
+            raise DataFormatError(f"expected a number, got {got!r}{cut}",
                                   source=source_name, line=int(lines[first]), field=name)
         values[YAHOO_CSV_COLUMNS[name]] = numbers.to_numpy(dtype="float64")
     return _bars_frame(symbol, dates, values), lines
@@ -417,11 +442,7 @@ def plan_polygon(n_tickers: int, n_sessions: int) -> PolygonPlan:
 
 
 def _polygon_json(content: bytes, source: str) -> dict[str, Any]:
-    try:
-        payload = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataFormatError(f"not JSON ({exc}); expected a Polygon aggregates response",
-                              source=source) from exc
+    payload = limits.load_json(content, source)
     if not isinstance(payload, dict):
         raise DataFormatError("expected a JSON object", source=source)
     status = payload.get("status")

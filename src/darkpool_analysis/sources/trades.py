@@ -605,18 +605,19 @@ class PolygonRestReader:
 
 # -- the shared filter ------------------------------------------------------------------------
 def load_day(con: duckdb.DuckDBPyConnection, reader: TradeReader, day: dt.date,
-             symbols: Sequence[str], settings: Settings, *,
+             symbols: Sequence[str] | None, settings: Settings, *,
              keep_parquet: Path | None = None) -> DayTicks | None:
-    """Read, filter and sort one session of ``symbols``; None when the source has no file.
+    """Read, filter and sort one session of ``symbols`` (None: every symbol in the files);
+    None when the source has no file.
 
     Dropped trades are counted by reason in :attr:`DayTicks.skipped`; trades sorted by
     (symbol, time, feed sequence) and quotes likewise.
     """
-    source = reader.open_day(con, day, symbols, settings)
+    source = reader.open_day(con, day, symbols or (), settings)
     if source is None:
         return None
     midnight, start, end = session_window(day, settings)
-    wanted = _sql_list(symbols)
+    wanted = "" if symbols is None else f" AND symbol IN {_sql_list(symbols)}"
     # TAQ views carry a local clock (tod_ns); the others an absolute ts.
     ts_expr = (f"({midnight} + tod_ns)" if reader.name == "taq" else "ts")
     try:
@@ -630,7 +631,7 @@ def load_day(con: duckdb.DuckDBPyConnection, reader: TradeReader, day: dt.date,
                         WHEN NOT coalesce(cond_ok, FALSE) THEN 'condition'
                         WHEN {ts_expr} < {start} OR {ts_expr} >= {end} THEN 'outside_rth'
                    END AS skip_reason
-            FROM raw_trades WHERE date = DATE '{day.isoformat()}' AND symbol IN {wanted}""")
+            FROM raw_trades WHERE date = DATE '{day.isoformat()}'{wanted}""")
     except duckdb.Error as exc:
         raise DataFormatError(f"cannot read trades for {day}: {exc}",
                               source=source.location) from exc

@@ -7,7 +7,7 @@ and the :class:`Writer` methods. See :mod:`.catalogue` for the on-disk layout.
 
 from darkpool_analysis.store.catalogue import connect_readonly, read_frame, store_dir_for
 from darkpool_analysis.store.info import describe_owed, is_synthetic, read_meta, read_owed
-from darkpool_analysis.store.publication import describe_storage
+from darkpool_analysis.store.publication import describe_storage, disk_bytes
 from darkpool_analysis.store.schema import (
     DELTA_TABLES,
     META_SYNTHETIC,
@@ -48,6 +48,7 @@ __all__ = [
     "connect_readonly",
     "describe_owed",
     "describe_storage",
+    "disk_bytes",
     "is_synthetic",
     "lock_path_for",
     "master_path_for",

@@ -417,6 +417,16 @@ def refuse_catalogue_as_master(db_path: Path) -> None:
 
 
 # -- inspection -----------------------------------------------------------------------------
+def disk_bytes(db_path: Path) -> int:
+    """Bytes on disk of everything the database consists of: the published catalogue, the
+    writer's master and the store folder (segments and catalogues)."""
+    from darkpool_analysis.store.writer import master_path_for
+
+    db_path = Path(db_path)
+    paths = [db_path, master_path_for(db_path), *store_dir_for(db_path).rglob("*")]
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
 def describe_storage(db_path: Path) -> dict[str, Any] | None:
     """Generations, segment sizes and reclaimable bytes of ``db_path``'s store (None for a
     single-file database)."""

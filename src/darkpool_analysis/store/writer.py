@@ -238,6 +238,48 @@ class Writer:
                          list(covers.EVERYTHING) if cover is None else cover)
         return files.rows
 
+    def _replace_metrics_where(self, frame: Any, where: str, params: Sequence[Any]) -> None:
+        """``replace_partition`` for ``daily_metrics``: a new segment holding ``frame`` plus
+        the stored rows its cover would hide that ``where`` does not match, so the result is
+        exactly "delete ``where``, insert ``frame``"."""
+        import pyarrow as pa
+
+        batch = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
+            frame, preserve_index=False)
+        conn = self.conn
+        settle(conn)
+        conn.register("_darkpool_batch", batch.select(["symbol", "date"]))
+        try:
+            spans = conn.execute(f"""
+                SELECT lo, hi, list(symbol ORDER BY symbol) FROM (
+                    SELECT symbol, min(date)::DATE AS lo, max(date)::DATE AS hi FROM (
+                        SELECT symbol, date FROM daily_metrics WHERE {where}
+                        UNION ALL SELECT symbol, date::DATE FROM _darkpool_batch)
+                    GROUP BY symbol)
+                GROUP BY lo, hi
+            """, list(params)).fetchall()
+        finally:
+            settle(conn)
+            conn.unregister("_darkpool_batch")
+        cover = [covers.clause(names, lo, hi) for lo, hi, names in spans]
+        if not cover:
+            return
+        hidden = covers.predicate(cover, "date", "symbol")
+        kept = conn.sql(f"SELECT * FROM daily_metrics WHERE ({hidden}) "
+                        f"AND NOT coalesce(({where}), false)",
+                        params=list(params)).to_arrow_table()
+        from darkpool_analysis.store.segments import arrow_schema
+
+        schema = arrow_schema(self, "daily_metrics")
+        for name in schema.names:
+            if name not in batch.column_names:
+                batch = batch.append_column(name, pa.nulls(batch.num_rows,
+                                                           schema.field(name).type))
+        both = pa.concat_tables([batch.select(schema.names).cast(schema),
+                                 kept.select(schema.names).cast(schema)])
+        self.replace_metrics(both.sort_by([("symbol", "ascending"), ("date", "ascending")]),
+                             cover)
+
     def metrics_spec(self) -> Any:
         """The :class:`~.catalogue.TableSpec` of ``daily_metrics`` from the master's segments."""
         from darkpool_analysis.store import publication
@@ -297,6 +339,14 @@ class Writer:
         commit together or not at all, so re-ingesting a file never duplicates rows.
         """
         rows = frame.num_rows if hasattr(frame, "num_rows") else len(frame)
+        if table == "daily_metrics":
+            with self.transaction() as conn:
+                self._replace_metrics_where(frame, where, params)
+                if source is not None:
+                    self._record_source(conn, source)
+                    self._log(conn, source.dataset, source.partition_key, trade_date,
+                              source.location, outcome, source.rows, source.sha256, message)
+            return rows
         settle(self.conn)
         self.conn.register("_darkpool_batch", frame)
         try:
