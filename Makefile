@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/darkpool run
+	$(BIN)/darkpool run --offline-fallback demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -88,7 +88,7 @@ def main() -> None:
                         help="symbol-bucket size (compressed MB): the memory bound per task")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    cache = args.cache / f"{args.days}d_{args.trades}t_{args.quotes}q_{args.symbols}s"
+    cache = args.cache / f"{args.trades}t_{args.quotes}q_{args.symbols}s"  # first N sessions
     days = sessions(args.days)
     print(f"input: {len(days)} sessions {days[0]}..{days[-1]}, ~{args.trades:,} trades and "
           f"~{args.quotes:,} quotes over {args.symbols:,} symbols each, in {cache}")
@@ -115,7 +115,8 @@ def main() -> None:
     print(f"symbol buckets per session: {max(r.buckets for r in best[specs[0]][1].results)} "
           f"(--chunk-mb {args.chunk_mb:g})")
     header = (f"{'executor':>13} {'wall s':>8} {'days/min':>9} {'trades/s':>11} "
-              f"{'vs ' + specs[0]:>10} {'task s/day':>11} {'peak RSS/worker MB':>19}")
+              f"{'vs ' + specs[0]:>10} {'task s/day':>11} {'task CPU s':>11} "
+              f"{'peak RSS/worker MB':>19}")
     print(header)
     figures = {}
     for spec in specs:
@@ -128,10 +129,13 @@ def main() -> None:
                          "trades_per_s": trades / seconds, "speedup": baseline / seconds,
                          "task_seconds_median": statistics.median(tasks),
                          "task_seconds_mean": statistics.fmean(tasks),
+                         "task_cpu_seconds_median": statistics.median(
+                             r.cpu_seconds for r in summary.results),
                          "peak_rss_mb": peak, "trades": trades}
         print(f"{spec:>13} {seconds:8.1f} {len(days) / seconds * 60:9.2f} "
               f"{trades / seconds:11,.0f} {baseline / seconds:9.2f}x "
-              f"{statistics.median(tasks):11.1f} {peak:19,.0f}")
+              f"{statistics.median(tasks):11.1f} "
+              f"{figures[spec]['task_cpu_seconds_median']:11.1f} {peak:19,.0f}")
     per_day = figures[specs[0]]["task_seconds_median"]
     print(f"\nper-day cost (median {specs[0]} task): {per_day:.1f} s for "
           f"{figures[specs[0]]['trades'] / len(days):,.0f} classified trades "

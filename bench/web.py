@@ -100,11 +100,12 @@ def timed(client: httpx.Client, url: str) -> float:
     return elapsed
 
 
-def page_load(base: str, query: str, runs: int) -> list[float]:
-    """Seconds from navigation start to the first drawn chart, in a fresh browser context."""
+def page_load(base: str, query: str, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds from navigation start to the first drawn chart, in a fresh browser context,
+    and the floor measured alongside: a blank page that only loads and runs plotly.min.js."""
     from playwright.sync_api import sync_playwright
 
-    times = []
+    times, floor = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
@@ -116,9 +117,17 @@ def page_load(base: str, query: str, runs: int) -> list[float]:
                 page.wait_for_selector("#chart .main-svg .bars", timeout=30_000)
                 times.append(time.perf_counter() - started)
                 context.close()
+                context = browser.new_context()
+                page = context.new_page()
+                page.goto(f"{base}/healthz")
+                started = time.perf_counter()
+                page.set_content(f'<script src="{base}/static/plotly.min.js"></script>')
+                page.wait_for_function("() => window.Plotly !== undefined")
+                floor.append(time.perf_counter() - started)
+                context.close()
         finally:
             browser.close()
-    return times
+    return times, floor
 
 
 def main() -> None:
@@ -170,7 +179,7 @@ def main() -> None:
                 with concurrent.futures.ThreadPoolExecutor(20) as pool:
                     burst = list(pool.map(one, burst_urls))
                 burst_wall = time.perf_counter() - t0
-            page = page_load(base, query, 5) if CHROMIUM.exists() else []
+            page, floor = page_load(base, query, 5) if CHROMIUM.exists() else ([], [])
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -184,6 +193,9 @@ def main() -> None:
         p50, p95 = percentiles(page)
         print(f"{'page -> first chart':<22}{len(page):>5}{p50:>10.1f}{p95:>10.1f}"
               f"   (best {min(page) * 1000:.0f} ms)")
+        p50, p95 = percentiles(floor)
+        print(f"{'  floor: plotly.js only':<22}{len(floor):>5}{p50:>10.1f}{p95:>10.1f}"
+              f"   (best {min(floor) * 1000:.0f} ms)")
     errors = sum(1 for status, _ in burst if status != 200)
     p50, p95 = percentiles([elapsed for _, elapsed in burst])
     print(f"{'burst 200 x 20 conc.':<22}{len(burst):>5}{p50:>10.1f}{p95:>10.1f}"

@@ -4,11 +4,19 @@ FINRA short-sale volume is a *proxy* for dealer-filled customer buying (SqueezeM
 "Short is Long" thesis), never observed buying, and it is not short interest.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("darkpool-analysis")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+
+def __getattr__(name: str) -> str:
+    """``__version__`` on first use (importlib.metadata costs a CLI cold start ~0.1 s)."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("darkpool-analysis")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0+unknown"
+
 
 __all__ = ["__version__"]

@@ -55,6 +55,16 @@ class JobResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
+class SourcesUnreachable(FetchError):
+    """The data sources could not be reached at all (offline, DNS, refused): nothing was
+    fetched or written. ``names`` are the unreachable sources (``FINRA CDN``, ``Yahoo Finance``)."""
+
+    def __init__(self, message: str, *, url: str, names: Sequence[str],
+                 hint: str | None = None) -> None:
+        self.names = tuple(names)
+        super().__init__(message, url=url, hint=hint)
+
+
 def _probe(client: httpx.Client, name: str, url: str) -> str | None:
     """None when ``url`` answers at all (any status); else why it could not be reached."""
     try:
@@ -73,20 +83,23 @@ def check_reachable(settings: Settings, provider: str, *, timeout: float = 5.0) 
         targets["Yahoo Finance"] = YAHOO_PROBE_URL
     with httpx.Client(timeout=timeout, follow_redirects=False) as client, \
             concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        problems = [p for p in pool.map(lambda item: _probe(client, *item), targets.items())
-                    if p is not None]
+        outcomes = list(pool.map(lambda item: _probe(client, *item), targets.items()))
+    problems = {name: why for name, why in zip(targets, outcomes, strict=True)
+                if why is not None}
     if problems:
-        raise FetchError(
-            "cannot reach the data sources: " + "; ".join(problems),
+        raise SourcesUnreachable(
+            "cannot reach the data sources: " + "; ".join(problems.values()),
             url=", ".join(targets.values()),
+            names=list(problems),
             hint="`darkpool run` needs internet access to these hosts; for an offline run on "
-            "a deterministic synthetic market use `darkpool demo`",
+            "a deterministic synthetic market use `darkpool demo` (or `darkpool run "
+            "--offline-fallback demo`)",
         )
 
 
 def write_charts(settings: Settings, db_path: Path, tickers: Sequence[str], start: dt.date,
-                 end: dt.date, out_dir: Path, *, title_suffix: str = "", prefix: str = "",
-                 notify: Notify | None = None) -> tuple[dict[str, Path], dict[str, str]]:
+                 end: dt.date, out_dir: Path, *, title_suffix: str = "",
+                 prefix: str = "") -> tuple[dict[str, Path], dict[str, str]]:
     """One sandbox PNG per ticker (read-only); tickers without data are reported, not fatal."""
     from darkpool_analysis import sandbox
     from darkpool_analysis.views import save_figure
@@ -104,8 +117,7 @@ def write_charts(settings: Settings, db_path: Path, tickers: Sequence[str], star
         fig = plot(frame, title=title)
         path = out_dir / f"{prefix}{to_feed(ticker, 'yahoo')}_sandbox_{start}_{end}.png"
         charts[ticker] = save_figure(fig, path)
-        if notify is not None:
-            notify(f"chart {ticker}: {path}")
+        log.debug("chart %s: %s", ticker, path)
     return charts, skipped
 
 
@@ -144,8 +156,7 @@ def run_job(
                                       chosen, client=client)  # type: ignore[arg-type]
         result.metrics_rows = _build(writer, settings)
     result.charts, result.skipped = write_charts(
-        settings, settings.db_path, tickers, shown[0], shown[-1], settings.output_dir,
-        notify=notify)
+        settings, settings.db_path, tickers, shown[0], shown[-1], settings.output_dir)
     return result
 
 
@@ -159,16 +170,27 @@ def run_demo(
     *,
     db_path: Path | None = None,
     tickers: Sequence[str] = DEMO_TICKERS,
+    chart_tickers: Sequence[str] | None = None,
+    chart_days: int | None = None,
     notify: Notify | None = None,
 ) -> JobResult:
     """Offline end to end on the synthetic market: files -> real ingest -> build -> charts.
 
     The demo covers the seed notebook's window (NKE, 2025-11-01..2025-12-31), so the notebook
-    runs unchanged with ``DARKPOOL_DB`` pointed at the demo database.
+    runs unchanged with ``DARKPOOL_DB`` pointed at the demo database. By default it charts that
+    window; ``chart_tickers`` / ``chart_days`` chart those tickers over the demo's last
+    ``chart_days`` sessions instead (what ``darkpool run --offline-fallback demo`` asked for;
+    tickers outside the demo market are reported as skipped).
     """
     target = db_path or demo_db_path(settings)
     demo_settings = settings.model_copy(update={"db_path": target})
-    result = JobResult(target, SEED_START, SEED_END)
+    if chart_tickers is None and chart_days is None:
+        charted, chart_start, chart_end = [SEED_TICKER], SEED_START, min(SEED_END, DEMO_END)
+    else:
+        charted = list(chart_tickers if chart_tickers is not None else [SEED_TICKER])
+        window = trading_calendar.last_n_sessions(chart_days or 60, DEMO_END)
+        chart_start, chart_end = window[0], window[-1]
+    result = JobResult(target, chart_start, chart_end)
     with tempfile.TemporaryDirectory(prefix="darkpool-demo-") as tmp:
         market = write_market(Path(tmp), tickers)
         if notify is not None:
@@ -183,8 +205,12 @@ def run_demo(
             result.prices = ingest_prices(writer, demo_settings, market.start, market.end,
                                           list(tickers), "csv", from_dir=market.prices_dir)
             result.metrics_rows = _build(writer, demo_settings)
+    in_market = [t for t in charted if t in tickers]
     result.charts, result.skipped = write_charts(
-        demo_settings, target, [SEED_TICKER], SEED_START, min(SEED_END, DEMO_END),
-        settings.output_dir, title_suffix=f" ({SYNTHETIC_LABEL})", prefix="demo_",
-        notify=notify)
+        demo_settings, target, in_market, chart_start, chart_end, settings.output_dir,
+        prefix="demo_")  # the charts label themselves (database_meta)
+    for ticker in charted:
+        if ticker not in tickers:
+            result.skipped[ticker] = (f"not in the synthetic demo market "
+                                      f"({', '.join(tickers[:8])}, ...)")
     return result

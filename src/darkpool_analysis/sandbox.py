@@ -38,7 +38,15 @@ import pandas as pd
 from darkpool_analysis import scoring, symbols, trading_calendar
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import NoDataError, StoreError
-from darkpool_analysis.store import connect_readonly, describe_owed, read_owed, table_exists
+from darkpool_analysis.store import (
+    connect_readonly,
+    describe_owed,
+    is_synthetic,
+    read_meta,
+    read_owed,
+    table_exists,
+)
+from darkpool_analysis.synthetic import SYNTHETIC_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,19 @@ SEED_NUMERIC_COLUMNS: tuple[str, ...] = (
 #: How many sessions with data the CLI shows when no range is given.
 DEFAULT_SESSIONS = 60
 
-_SELECT_COLUMNS = ", ".join(("date", "symbol", *SEED_NUMERIC_COLUMNS))
+#: Read with the seed's columns (not used by its formulas): the price bar, to gap-check prices.
+EXTRA_COLUMNS: tuple[str, ...] = ("close",)
+
+_SELECT_COLUMNS = ", ".join(("date", "symbol", *SEED_NUMERIC_COLUMNS, *EXTRA_COLUMNS))
+
+#: The sources the sandbox chart draws on: name -> the frame column that is set on a session
+#: with data from it. Short data feeds every panel, price bars the scores' return_z, lit trade
+#: direction the combined ratio, VW flow and the scores' lit z.
+CHART_SOURCES: dict[str, str] = {
+    "short data": "short_buy_volume",
+    "a price bar": "close",
+    "lit trade direction": "lit_buy_volume",
+}
 
 
 def _ingest_hint(symbol: str, start: dt.date | None = None, end: dt.date | None = None) -> str:
@@ -218,15 +238,40 @@ def zone_counts(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def data_gaps(frame: pd.DataFrame, start: trading_calendar.DateLike,
-              end: trading_calendar.DateLike) -> list[dt.date]:
-    """XNYS sessions in ``[start, end]`` (capped at today) without short-sale data in ``frame``."""
+              end: trading_calendar.DateLike, column: str = "short_buy_volume") -> list[dt.date]:
+    """XNYS sessions in ``[start, end]`` (capped at today) where ``frame[column]`` (default:
+    short-sale data) is missing, a session without a row included."""
     last = min(trading_calendar.to_date(end), dt.date.today())
     sessions = trading_calendar.sessions_index(start, last)
-    have = pd.DatetimeIndex(frame.loc[frame["short_buy_volume"].notna(), "date"]).normalize()
+    if column not in frame.columns:
+        return [ts.date() for ts in sessions]
+    have = pd.DatetimeIndex(frame.loc[frame[column].notna(), "date"]).normalize()
     return [ts.date() for ts in sessions.difference(have.as_unit(sessions.unit))]
 
 
+def source_gaps(frame: pd.DataFrame, start: trading_calendar.DateLike,
+                end: trading_calendar.DateLike) -> dict[str, list[dt.date]]:
+    """:func:`data_gaps` of every source the chart uses (:data:`CHART_SOURCES`): a price
+    history that starts later than the short data is a gap as much as a missing short file."""
+    return {source: data_gaps(frame, start, end, column)
+            for source, column in CHART_SOURCES.items()}
+
+
+def short_window_days(frame: pd.DataFrame) -> int:
+    """Shown sessions whose rolling z window (``short_z_window``) is not full: the sessions
+    before the window fills from the warm-up rows that :func:`load` found."""
+    window = int(frame.attrs.get("z_window", 0))
+    available = int(frame.attrs.get("warmup_rows", 0))
+    return max(0, min(len(frame), window - 1 - available))
+
+
 # -- database edge ---------------------------------------------------------------------------
+
+
+def synthetic_label(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """:data:`~darkpool_analysis.synthetic.SYNTHETIC_LABEL` when the database is marked
+    synthetic (``database_meta``, written by ``darkpool demo``), else None."""
+    return SYNTHETIC_LABEL if is_synthetic(read_meta(conn)) else None
 
 
 def _check_table(conn: duckdb.DuckDBPyConnection, db_path: Path) -> None:
@@ -328,6 +373,8 @@ def load(
         Read ``short_z_window`` earlier rows so the first shown day has a full z window;
         ``False`` reproduces the seed exactly (z over the shown range only). The seed's
         "recompute when NULL on every row" fallbacks then look at the warm-up rows too.
+        ``attrs['warmup_rows']`` says how many earlier rows there actually were (fewer at the
+        start of the data), ``attrs['synthetic_label']`` whether the database is synthetic.
     db_path, settings
         Published database (default ``settings.db_path``) and settings (default
         :func:`load_config`); the database is opened read-only.
@@ -373,6 +420,7 @@ def load(
                 raise _unknown_symbol(conn, symbol)
             raise _empty_range(symbol, first, last, coverage)
         owed = describe_owed(read_owed(conn))
+        label = synthetic_label(conn)
     finally:
         conn.close()
     if owed is not None:
@@ -380,8 +428,12 @@ def load(
     frame = derive(raw, settings=cfg, blend_short_weight=blend_short_weight,
                    blend_flow_weight=blend_flow_weight)
     frame = frame.loc[frame["date"] >= pd.Timestamp(first)].reset_index(drop=True)
+    frame.attrs["warmup_rows"] = len(raw) - len(frame)  # earlier sessions actually found
+    frame.attrs["warmup_asked"] = lookback
+    frame.attrs["z_window"] = cfg.short_z_window
     frame.attrs["blend_weights"] = (blend_short_weight, blend_flow_weight)
     frame.attrs["metrics_owed"] = owed
+    frame.attrs["synthetic_label"] = label
     log.debug("sandbox %s %s..%s: %d rows (+%d warm-up)", symbol, first, last, len(frame),
               len(raw) - len(frame))
     return frame

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,7 +26,8 @@ from darkpool_analysis import trading_calendar
 from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import ConfigError, NoDataError, StoreError
 from darkpool_analysis.formulas import Formula, collect_formulas
-from darkpool_analysis.sandbox import normalise_ticker
+from darkpool_analysis.ingest.options import read_premium
+from darkpool_analysis.sandbox import normalise_ticker, synthetic_label
 from darkpool_analysis.signals import (
     MAX_WINDOW,
     Variant,
@@ -41,7 +42,7 @@ from darkpool_analysis.store import connect_readonly, table_exists
 log = logging.getLogger(__name__)
 
 #: Extra panels ``--panels`` accepts, in the order the lab figure draws them.
-PANELS: Final[tuple[str, ...]] = ("price", "heatmap", "hist", "bands", "otc")
+PANELS: Final[tuple[str, ...]] = ("price", "heatmap", "hist", "bands", "otc", "options")
 #: Variants the consensus price and the heatmap compare when ``--variants`` is not given.
 DEFAULT_COMPARE: Final[tuple[str, ...]] = ("current", "option_a", "option_b")
 #: The histogram / bands signal when none is named and no z-scale variant was requested.
@@ -228,6 +229,13 @@ class Lab:
     bands_signal: str | None = None
     bands_window: int = DEFAULT_BANDS_WINDOW
     warmup_rows: int = 0
+    #: :data:`~darkpool_analysis.synthetic.SYNTHETIC_LABEL` for a synthetic database.
+    synthetic_label: str | None = None
+    #: Distinct OTC weeks the symbol has anywhere in ``daily_metrics`` (None = not looked up):
+    #: 0 tells "never ingested" apart from "no week published yet for this range".
+    otc_weeks: int | None = None
+    #: ``options_premium_daily`` rows of the shown range (the ``options`` panel); None = unread.
+    options: pd.DataFrame | None = None
 
     @property
     def look_ahead(self) -> bool:
@@ -324,13 +332,18 @@ def load_lab(
             """,
             {"symbol": symbol, "start": first, "end": last, "lookback": lookback},
         ).df()
+        label = synthetic_label(conn)
+        weeks = conn.execute("SELECT count(DISTINCT otc_week_used) FROM daily_metrics "
+                             "WHERE symbol = ?", [symbol]).fetchone()
+        options = read_premium(conn, symbol, first, last)
     finally:
         conn.close()
     if raw.empty or not bool((pd.to_datetime(raw["date"]) >= pd.Timestamp(first)).any()):
         raise NoDataError(f"no daily_metrics rows for {symbol} between {first} and {last}",
                           hint=f"run `darkpool build --tickers {symbol}` for that range")
-    lab = compute_lab(raw, first, variants, params=params, bands_signal=bands_signal,
-                      bands_window=bands_window)
+    lab = replace(compute_lab(raw, first, variants, params=params, bands_signal=bands_signal,
+                              bands_window=bands_window), synthetic_label=label,
+                  otc_weeks=int(weeks[0]) if weeks else 0, options=options)
     log.debug("sandbox lab %s %s..%s: %d rows (+%d warm-up, %d asked), variants %s", symbol,
               first, last, len(lab.frame), lab.warmup_rows, lookback, ", ".join(lab.variants))
     return lab

@@ -165,3 +165,22 @@ def test_synthetic_owed_and_unknown_tickers_are_said(metrics_db: Path, tmp_path:
     assert "XS001" in unknown.output and "did you mean" in unknown.output
     assert "did you mean S001" in unknown.output
     assert not (tmp_path / "none").exists()
+
+
+def test_executor_local_pool_gives_the_serial_numbers(metrics_db: Path, tmp_path: Path) -> None:
+    base = ["evaluate", "--variants", "short_buy_sell_ratio_z,current", "--universe", "all",
+            "--horizons", "1,5", "--exits", "fixed:5,first_dist", "--train-sessions", "60",
+            "--test-sessions", "20", "--bootstrap-reps", "100", "--spa-reps", "100"]
+    summaries, tables = [], []
+    for spec in ("serial", "local:2"):
+        out = tmp_path / spec.replace(":", "_")
+        result = CliRunner().invoke(app, [*base, "--executor", spec, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        summaries.append(json.loads((out / "summary.json").read_text(encoding="utf-8")))
+        oos = pd.read_parquet(out / "out_of_sample.parquet")
+        assert oos["placebo_draws"].eq(200).all()
+        tables.append(oos)
+    assert summaries[0] == summaries[1]
+    pd.testing.assert_frame_equal(tables[0], tables[1])  # placebo percentiles included
+    bad = CliRunner().invoke(app, [*base, "--executor", "cluster", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 1 and "local[:N]" in bad.output

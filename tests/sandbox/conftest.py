@@ -69,6 +69,13 @@ def metrics_frame(symbol: str, start: str, end: str, layout: str, seed: int) -> 
     lb, ls = frame["lit_buy_volume"], frame["lit_sell_volume"]
     lit_total = lb + ls
     frame["lit_flow_imbalance"] = ((lb - ls) / lit_total).where(lit_total >= 10_000)
+    # Daily bars on every session with data (none on the sessions without any measure).
+    close = 40.0 * np.exp(np.cumsum(rng.normal(0, 0.015, n)))
+    frame["close"] = np.where(no_data, np.nan, close.round(2))
+    frame["open"] = (frame["close"] * rng.uniform(0.98, 1.02, n)).round(2)
+    frame["high"] = (np.maximum(frame["open"], frame["close"]) * 1.01).round(2)
+    frame["low"] = (np.minimum(frame["open"], frame["close"]) * 0.99).round(2)
+    frame["has_price"] = ~no_data
     frame["return_z"] = rng.normal(0, 1.1, n)
     frame.loc[rng.random(n) < 0.1, "return_z"] = np.nan
     frame["otc_participation_z"] = rng.normal(0, 1.0, n)

@@ -211,8 +211,9 @@ def test_bad_parameter_is_400_naming_it(client: TestClient, query: str, param: s
     ("formula=" + "x" * (limits.MAX_FORMULA_LINE + 1), "formula"),
     ("variants=" + ",".join(["current", "option_a", "option_b", "finra_buy_volume_z",
                              "short_buy_sell_ratio_z", "blend_ab", "imbalance_log1p_z",
-                             "buy_volume_z_raw", "net_short_volume"])
-     + "&" + "&".join(f"formula=f{i}%3Dz(vw_flow,20)" for i in range(4)), "variants"),
+                             "buy_volume_z_raw", "net_short_volume", "net_short_dollar_volume",
+                             "dark_pool_position"])
+     + "&" + "&".join(f"formula=f{i}%3Dz(vw_flow,20)" for i in range(14)), "variants"),
     ("start=1990-01-02&end=2025-10-31", "start"),
 ])
 def test_over_limit_work_is_413(client: TestClient, query: str, param: str) -> None:
@@ -406,7 +407,12 @@ def test_evaluate_runs_in_a_worker_and_returns_results(demo_client: TestClient) 
     assert {"current", "finra_buy_volume_z", "flow"} <= variants
     assert {row["horizon"] for row in result["ic_table"]} == {1, 5}
     assert result["quantiles"] and result["ic_by_date"]
-    assert {box["variant"] for box in result["verdicts"]} >= {"current", "flow"}
+    summary = result["summary"]  # the evaluation's own summary.json
+    assert set(summary["variants"]) >= {"current", "finra_buy_volume_z", "flow"}
+    boxes = {box["variant"]: box for box in result["verdicts"]}
+    assert set(boxes) == set(summary["variants"])
+    assert boxes["flow"]["verdict"] == summary["variants"]["flow"]["verdict"]
+    assert boxes["flow"]["verdict"] in ("evidence", "no_evidence", "insufficient_data")
     assert "point-in-time" in result["label"]
     report = demo_client.get(f"{job['poll']}/report.html")
     assert report.status_code == 200 and "Signal evaluation" in report.text

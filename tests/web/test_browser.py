@@ -197,6 +197,8 @@ def test_bad_formula_message_next_to_the_field(page: Any) -> None:
     wait_until(page, "document.getElementById('error').innerText"
                      ".includes('unknown ticker NKEE')")
     assert "close symbols: NKE" in page.locator("#error").inner_text()
+    assert "unknown ticker NKEE" in page.locator('.field-error[data-for="ticker"]').inner_text()
+    assert "stale" in (page.get_attribute("#results", "class") or "")  # old chart marked
 
 
 def test_market_tab_index_and_scanner_open_a_ticker(page: Any) -> None:
@@ -258,8 +260,10 @@ def test_evaluation_tab_runs_with_progress_and_shows_results(page: Any) -> None:
     page.click("#eval-button")
     page.wait_for_selector("#eval-progress:not([hidden])", timeout=5_000)
     page.wait_for_selector("#eval-results:not([hidden])", timeout=240_000)
-    boxes = page.locator("#verdicts .verdict")
+    boxes = page.locator("#verdicts .verdict:not(.overall)")
     assert boxes.count() == 4  # current, option_a, option_b, finra_buy_volume_z
+    assert "trials; PBO" in page.locator("#verdicts .verdict.overall").inner_text()
+    assert "out-of-sample IC" in boxes.first.inner_text()
     table = page.locator("#ic-table table").inner_text()
     assert "finra_buy_volume_z" in table and "placebo" in table
     page.wait_for_selector("#quantile-chart .main-svg")

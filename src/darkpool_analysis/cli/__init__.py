@@ -8,12 +8,14 @@ from darkpool_analysis.cli import (  # noqa: F401
     db_cmd,
     evaluate_cmd,
     ingest_finra_short,
+    ingest_options,
     ingest_otc,
     ingest_prices,
     ingest_trades,
     market_cmd,
     run_cmd,
     sandbox_cmd,
+    watch_cmd,
     web_cmd,
 )
 from darkpool_analysis.cli.app import app

@@ -1,8 +1,10 @@
 """The Typer application objects and the helpers every command shares.
 
 Command modules register themselves on :data:`app`, :data:`ingest_app` or :data:`db_app`;
-``darkpool_analysis.cli`` imports them all. Errors of this package become one clear message
-and exit code 1; nothing is printed as a traceback unless ``--verbose`` is given.
+``darkpool_analysis.cli`` imports them all. Help is Click's plain format (``rich_markup_mode``
+None): paragraphs re-wrapped to the terminal, flags without a ``<bool>`` type, nothing cut.
+Errors of this package become one clear message and exit code 1; nothing is printed as a
+traceback unless ``--verbose`` is given.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.errors import DarkpoolError
 
 if TYPE_CHECKING:
+    from darkpool_analysis.config import Settings
     from darkpool_analysis.store import Writer
 
 P = ParamSpec("P")
@@ -38,19 +40,32 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 ingest_app = typer.Typer(help="Fetch or import source data into the database.",
-                         no_args_is_help=True)
-db_app = typer.Typer(help="Inspect the database.", no_args_is_help=True)
+                         no_args_is_help=True, rich_markup_mode=None)
+db_app = typer.Typer(help="Inspect the database.", no_args_is_help=True,
+                     rich_markup_mode=None)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(db_app, name="db")
 
 _state: dict[str, Any] = {"verbose": False}
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: the package version, then exit (eager: before any command runs)."""
+    if value:
+        from darkpool_analysis import __version__
+
+        typer.echo(f"darkpool {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging and tracebacks."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     _state["verbose"] = verbose
     logging.basicConfig(
@@ -62,7 +77,11 @@ def _root(
 
 
 def config() -> Settings:
-    """Load settings once per command (errors surface as a clean ConfigError message)."""
+    """Load settings once per command (errors surface as a clean ConfigError message).
+
+    Imported here, not at module level: pydantic-settings is not needed for ``--help``."""
+    from darkpool_analysis.config import load_config
+
     return load_config()
 
 

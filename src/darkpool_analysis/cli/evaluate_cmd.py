@@ -73,13 +73,18 @@ def evaluate(
                                  help="Bootstrap replications of Hansen's SPA test."),
     pbo_partitions: int = typer.Option(16, "--pbo-partitions", min=2, max=20,
                                        help="CSCV blocks for the PBO (even number)."),
+    executor: str = typer.Option(
+        "serial", "--executor", help="Where the backtest grid and placebo chunks run: serial, "
+                                     "local[:N], dask-local[:N] or dask://HOST:PORT."),
 ) -> None:
     """Evaluate signal variants out of sample, net of costs, corrected for the number of
     tries: a verdict per variant, then IC, quantiles, events, backtests, walk-forward."""
     from darkpool_analysis.evaluation.runner import run_evaluation
+    from darkpool_analysis.executor import make_executor, parse_executor_spec
 
+    spec = parse_executor_spec(executor)
     settings = config()
-    with Progress(console=console, transient=True) as progress:
+    with make_executor(spec) as pool, Progress(console=console, transient=True) as progress:
 
         def on_grid(total: int) -> Callable[[], None]:
             task = progress.add_task("backtests", total=total)
@@ -92,7 +97,7 @@ def evaluate(
             save=save, otc_alignment=otc_alignment, placebo=placebo, seed=seed,
             warmup=warmup, cost_bps=cost_bps, cost_model=cost_model, min_names=min_names,
             placebos=placebos, bootstrap_reps=bootstrap_reps, spa_reps=spa_reps,
-            pbo_partitions=pbo_partitions, on_grid=on_grid)
+            pbo_partitions=pbo_partitions, executor=pool, on_grid=on_grid)
     for table in outcome.tables:
         console.print(table)
     if outcome.walk_summary:

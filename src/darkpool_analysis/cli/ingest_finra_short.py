@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -28,12 +28,12 @@ from darkpool_analysis.cli.app import (
     ingest_app,
     required_date,
 )
-from darkpool_analysis.ingest.finra_short import (
-    FileResult,
-    IngestSummary,
-    ingest_finra_short,
-)
-from darkpool_analysis.store import open_writer
+
+if TYPE_CHECKING:
+    from darkpool_analysis.ingest.finra_short import (
+        FileResult,
+        IngestSummary,
+    )
 
 
 class Family(enum.StrEnum):
@@ -119,6 +119,9 @@ def finra_short(
 
     Short volume is a proxy for dealer-filled buying, not observed buying or short interest.
     """
+    from darkpool_analysis.ingest.finra_short import ingest_finra_short
+    from darkpool_analysis.store import open_writer
+
     first, last = required_date(start, "--start"), required_date(end, "--end")
     if first > last:
         raise typer.BadParameter(f"--start {first} is after --end {last}")

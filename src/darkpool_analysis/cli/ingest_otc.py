@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,12 +20,12 @@ from darkpool_analysis.cli.app import (
     ingest_app,
     parse_date,
 )
-from darkpool_analysis.config import Settings
-from darkpool_analysis.ingest import finra_otc as ingest
-from darkpool_analysis.sources import finra_otc as source
-from darkpool_analysis.sources.http import HttpPolicy, make_client
-from darkpool_analysis.store import Writer, open_writer
-from darkpool_analysis.symbols import normalise
+
+if TYPE_CHECKING:
+    from darkpool_analysis.config import Settings
+    from darkpool_analysis.ingest import finra_otc as ingest
+    from darkpool_analysis.sources import finra_otc as source
+    from darkpool_analysis.store import Writer
 
 #: Default range: the last 12 weeks up to the newest T1 week that should be public.
 DEFAULT_WEEKS = 12
@@ -39,11 +39,15 @@ class FileKind(enum.StrEnum):
 
 
 def _week(value: str | None, option: str) -> dt.date | None:
+    from darkpool_analysis.sources import finra_otc as source
+
     day = parse_date(value, option)
     return None if day is None else source.monday_of(day)
 
 
 def _tiers(value: str) -> list[str]:
+    from darkpool_analysis.sources import finra_otc as source
+
     tiers = [t.strip().upper() for t in value.split(",") if t.strip()]
     unknown = [t for t in tiers if t not in source.TIERS]
     if unknown or not tiers:
@@ -111,6 +115,9 @@ def finra_otc(
     Every revision is kept (keyed by lastUpdateDate) so backtests can ask what was known on a
     date. FINRA publishes T1 weeks 2 weeks and T2/OTCE weeks 4 weeks after the week.
     """
+    from darkpool_analysis.ingest import finra_otc as ingest
+    from darkpool_analysis.store import open_writer
+
     if from_file is not None and from_dir is not None:
         raise typer.BadParameter("use either --from-file or --from-dir")
     settings = config()
@@ -138,6 +145,8 @@ def _progress() -> Progress:
 def _import_files(writer: Writer, paths: list[Path], *, kind: FileKind,
                   week: dt.date | None, by_firm: bool, force: bool,
                   strict: bool) -> ingest.OtcIngestSummary:
+    from darkpool_analysis.ingest import finra_otc as ingest
+
     with _progress() as progress:
         task = progress.add_task("FINRA OTC files", total=len(paths))
         file_kind: source.FileKind = "ATS" if kind is FileKind.ATS else "OTC"
@@ -149,6 +158,11 @@ def _import_files(writer: Writer, paths: list[Path], *, kind: FileKind,
 def _fetch(writer: Writer, settings: Settings, *, start: str | None, end: str | None,
            tickers: str | None, tiers: list[str], by_firm: bool,
            force: bool) -> ingest.OtcIngestSummary:
+    from darkpool_analysis.ingest import finra_otc as ingest
+    from darkpool_analysis.sources import finra_otc as source
+    from darkpool_analysis.sources.http import HttpPolicy, make_client
+    from darkpool_analysis.symbols import normalise
+
     today = dt.date.today()
     last = _week(end, "--end") or source.monday_of(today - dt.timedelta(days=21))
     first = _week(start, "--start") or last - dt.timedelta(days=7 * (DEFAULT_WEEKS - 1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,14 +19,11 @@ from darkpool_analysis.cli.app import (
     required_date,
 )
 from darkpool_analysis.errors import ConfigError, NoDataError
-from darkpool_analysis.ingest.prices import (
-    PriceIngestSummary,
-    PriceProvider,
-    ingest_prices,
-    normalise_tickers,
-    tickers_in_dir,
-)
-from darkpool_analysis.store import open_writer
+
+if TYPE_CHECKING:
+    from darkpool_analysis.ingest.prices import (
+        PriceIngestSummary,
+    )
 
 
 class ProviderChoice(StrEnum):
@@ -79,6 +76,14 @@ def prices_command(
         "--no-build", help="Do not rebuild daily_metrics afterwards.")] = False,
 ) -> None:
     """Ingest daily OHLCV bars into prices_daily (XNYS sessions only; re-runs replace)."""
+    from darkpool_analysis.ingest.prices import (
+        PriceProvider,
+        ingest_prices,
+        normalise_tickers,
+        tickers_in_dir,
+    )
+    from darkpool_analysis.store import open_writer
+
     settings = config()
     first, last = required_date(start, "--start"), required_date(end, "--end")
     if all_files and tickers:

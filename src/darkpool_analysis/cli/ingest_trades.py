@@ -11,14 +11,13 @@ import datetime as dt
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from darkpool_analysis.classify import MethodName
 from darkpool_analysis.cli.app import (
     auto_build,
     config,
@@ -28,21 +27,24 @@ from darkpool_analysis.cli.app import (
     ingest_app,
     parse_date,
 )
-from darkpool_analysis.config import Settings
 from darkpool_analysis.errors import ConfigError, DataFormatError, NoDataError
-from darkpool_analysis.executor import make_executor, parse_executor_spec
-from darkpool_analysis.ingest.trades import (
-    DEFAULT_BATCH_DAYS,
-    DEFAULT_CHUNK_MB,
-    DayCounts,
-    DayIngestSummary,
-    TradesIngestSummary,
-    ingest_day_files,
-    ingest_trades,
-)
-from darkpool_analysis.sources.flatfiles import DayFileSource, is_url
-from darkpool_analysis.sources.trades import POLYGON_MAX_PAGES, TradeSourceName
-from darkpool_analysis.store import open_writer
+
+if TYPE_CHECKING:
+    from darkpool_analysis.classify import MethodName
+    from darkpool_analysis.config import Settings
+    from darkpool_analysis.ingest.trades import (
+        DayCounts,
+        DayIngestSummary,
+        TradesIngestSummary,
+    )
+    from darkpool_analysis.sources.flatfiles import DayFileSource
+
+#: Option defaults, spelled out so ``--help`` does not import the trade sources; equal to
+#: ``sources.trades.POLYGON_MAX_PAGES`` and ``ingest.trades.DEFAULT_CHUNK_MB`` /
+#: ``DEFAULT_BATCH_DAYS`` (tests/cli/test_cli_startup.py holds them equal).
+POLYGON_MAX_PAGES = 2_000
+DEFAULT_CHUNK_MB = 256
+DEFAULT_BATCH_DAYS = 8
 
 
 class SourceChoice(StrEnum):
@@ -142,6 +144,12 @@ def trades_command(
         "--no-build", help="Skip the daily_metrics build afterwards.")] = False,
 ) -> None:
     """Classify lit (exchange) trades as buys/sells and store daily totals per symbol."""
+    from darkpool_analysis.classify import MethodName
+    from darkpool_analysis.ingest.trades import ingest_trades
+    from darkpool_analysis.sources.flatfiles import DayFileSource
+    from darkpool_analysis.sources.trades import TradeSourceName
+    from darkpool_analysis.store import open_writer
+
     settings = config()
     first, last = _range(date, start, end)
     symbols = [t.strip() for t in tickers.split(",") if t.strip()] if tickers else None
@@ -211,6 +219,11 @@ def _day_files_command(settings: Settings, source: DayFileSource, path: str,
                        quote_lag_ms: float, bar_seconds: int, chunk_mb: float,
                        batch_days: int, keep_parquet: Path | None, build: bool) -> None:
     """Run the per-session tasks of ``polygon-flat``/``taq`` on ``executor`` and store them."""
+    from darkpool_analysis.executor import make_executor, parse_executor_spec
+    from darkpool_analysis.ingest.trades import DayCounts, ingest_day_files
+    from darkpool_analysis.sources.flatfiles import is_url
+    from darkpool_analysis.store import open_writer
+
     spec = parse_executor_spec(executor)
     if not is_url(path) and not Path(path).is_dir():
         raise DataFormatError("no such folder", source=path,

@@ -155,7 +155,7 @@ def _print_index(frame: pd.DataFrame) -> None:
     attrs = frame.attrs
     gaps = int(frame["dix"].isna().sum())
     title = _label_title(f"{attrs['name']} dark index {attrs['start']} .. {attrs['end']}: "
-                         f"{len(frame)} sessions, {gaps} gap(s)", attrs.get("label"))
+                         f"{len(frame):,} sessions, {gaps:,} gap(s)", attrs.get("label"))
     table = Table(title=title, title_justify="left", header_style="bold cyan")
     for column in ("date", "dix", "dpi_equal_weight", "members", "members_with_data",
                    "dollar_coverage", "dix_z"):
@@ -172,7 +172,7 @@ def _print_index(frame: pd.DataFrame) -> None:
     if silent:
         shown = ", ".join(silent[:15]) + (f" (+{len(silent) - 15} more)" if len(silent) > 15
                                           else "")
-        err_console.print(f"[yellow]{len(silent)} member(s) never had data in the range:[/] "
+        err_console.print(f"[yellow]{len(silent):,} member(s) never had data in the range:[/] "
                           f"{shown}", highlight=False)
 
 
@@ -254,10 +254,10 @@ def _scan_blocks(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 def _scan_heading(frame: pd.DataFrame) -> str:
     attrs = frame.attrs
     text = (f"Scan {attrs['date']} by {attrs['by']} over {attrs['universe']}: "
-            f"{attrs['ranked']} of {attrs['symbols']} symbols ranked")
+            f"{attrs['ranked']:,} of {attrs['symbols']:,} symbols ranked")
     if attrs.get("min_dollar_volume") is not None:
         text += (f", dollar volume >= {attrs['min_dollar_volume']:,.0f} "
-                 f"({attrs['filtered_out']} below and {attrs['unknown_dollar_volume']} without "
+                 f"({attrs['filtered_out']:,} below and {attrs['unknown_dollar_volume']:,} without "
                  "a bar dropped)")
     return text
 
@@ -304,7 +304,7 @@ def _print_scan(frame: pd.DataFrame) -> None:
     if missing:
         shown = ", ".join(missing[:20]) + (f" (+{len(missing) - 20} more)"
                                            if len(missing) > 20 else "")
-        console.print(f"[yellow]{len(missing)} symbol(s) without a {by} value:[/] {shown}",
+        console.print(f"[yellow]{len(missing):,} symbol(s) without a {by} value:[/] {shown}",
                       highlight=False)
 
 
@@ -377,8 +377,8 @@ def _print_summary(summary: pd.DataFrame, label: object) -> None:
     for row in summary.to_dict("records"):
         breadth = row["breadth"]
         score = row["mean_score"]
-        table.add_row(str(row["section"]), str(row["names"]), str(row["scored"]),
-                      str(row["accumulation"]), str(row["distribution"]),
+        table.add_row(str(row["section"]), f"{row['names']:,}", f"{row['scored']:,}",
+                      f"{row['accumulation']:,}", f"{row['distribution']:,}",
                       MISSING if breadth != breadth else f"{breadth:+.2f}",
                       MISSING if score != score else f"{score:.1f}",
                       format_value("zone", row["zone"]))
@@ -423,8 +423,8 @@ def overlay_cmd(
     scored = breadth["breadth"].dropna()
     label = lines.attrs.get("label")
     console.print(_label_title(
-        f"{lines.attrs['group']}: {lines['symbol'].nunique()} of {lines.attrs['names']} names "
-        f"with data, {len(breadth)} sessions; breadth mean "
+        f"{lines.attrs['group']}: {lines['symbol'].nunique():,} of {lines.attrs['names']:,} names "
+        f"with data, {len(breadth):,} sessions; breadth mean "
         + (f"{scored.mean():+.2f}, last {scored.iloc[-1]:+.2f}" if len(scored) else "NA"),
         label), highlight=False)
 

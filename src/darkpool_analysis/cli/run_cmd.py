@@ -2,42 +2,55 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from darkpool_analysis.cli.app import app, config, console, err_console, handle_errors
-from darkpool_analysis.cli.ingest_finra_short import _RichProgress
-from darkpool_analysis.pipeline import JobResult, run_demo, run_job
-from darkpool_analysis.synthetic import SYNTHETIC_LABEL
-from darkpool_analysis.trading_calendar import to_date
+
+if TYPE_CHECKING:
+    from darkpool_analysis.pipeline import JobResult
+
+
+class OfflineFallback(StrEnum):
+    """What ``darkpool run`` does when the data sources cannot be reached."""
+
+    none = "none"
+    demo = "demo"
 
 
 def _report(result: JobResult, *, synthetic: bool = False) -> None:
-    table = Table(title="Where everything went" + (f" ({SYNTHETIC_LABEL})" if synthetic
-                                                    else ""),
-                  title_justify="left", header_style="bold cyan", show_header=False)
+    """What was fetched and built (a table), then every file written, one per line (paths are
+    never wrapped, so they can be copied)."""
+    from darkpool_analysis.synthetic import SYNTHETIC_LABEL
+
+    label = f" ({SYNTHETIC_LABEL})" if synthetic else ""
+    table = Table(title="What the job did" + label, title_justify="left",
+                  header_style="bold cyan", show_header=False)
     table.add_column("what")
-    table.add_column("where")
-    table.add_row("database", str(result.db_path))
+    table.add_column("result")
     if result.finra is not None:
         counts = result.finra.counts
-        table.add_row("FINRA short files", ", ".join(f"{k} {v}" for k, v in counts.items()
+        table.add_row("FINRA short files", ", ".join(f"{k} {v:,}" for k, v in counts.items()
                                                      if v))
     if result.prices is not None:
         table.add_row("price bars", f"{result.prices.rows:,} rows from "
-                      f"{result.prices.provider} for {len(result.prices.stored)} ticker(s)"
+                      f"{result.prices.provider} for {len(result.prices.stored):,} ticker(s)"
                       + (f"; missing {', '.join(result.prices.missing)}"
                          if result.prices.missing else ""))
     table.add_row("daily_metrics", f"{result.metrics_rows:,} rows built")
-    for ticker, path in result.charts.items():
-        table.add_row(f"chart {ticker}", str(path))
     for ticker, why in result.skipped.items():
-        table.add_row(f"[yellow]no chart {ticker}[/]", why)
+        table.add_row(f"[yellow]no chart {ticker}[/]", escape(why))
     console.print(table)
+    console.print(f"[green]wrote[/] database {result.db_path}{label}", highlight=False,
+                  soft_wrap=True)
+    for ticker, path in result.charts.items():
+        console.print(f"[green]wrote[/] chart {ticker} {path}", highlight=False, soft_wrap=True)
 
 
 @app.command("run")
@@ -54,17 +67,40 @@ def run(
     end: Annotated[str | None, typer.Option(
         "--end", help="Last session to fetch (YYYY-MM-DD; default: the last session up to "
                       "today).")] = None,
+    offline_fallback: Annotated[OfflineFallback, typer.Option(
+        "--offline-fallback", help="When the sources cannot be reached: none = fail with exit "
+        "code 1; demo = say so and run the same pipeline on the synthetic demo market "
+        "(demo.duckdb, labelled SYNTHETIC).")] = OfflineFallback.none,
 ) -> None:
-    """The main job: ingest FINRA short volume and prices, build metrics, chart each ticker."""
+    """The main job: ingest FINRA short volume and prices, build metrics, chart each ticker.
+
+    Without internet it fails (exit code 1) unless --offline-fallback demo is given.
+    """
+    from darkpool_analysis.cli.ingest_finra_short import _RichProgress
+    from darkpool_analysis.pipeline import SourcesUnreachable, run_demo, run_job
+    from darkpool_analysis.synthetic import SYNTHETIC_LABEL
+    from darkpool_analysis.trading_calendar import to_date
+
     settings = config()
     chosen = ([t.strip().upper() for t in tickers.split(",") if t.strip()] if tickers
               else settings.tickers)
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
-    with Progress(*columns, console=err_console) as bar:
-        result = run_job(settings, tickers=chosen, days=days, provider=provider,
-                         end=to_date(end) if end else None,
-                         finra_progress=_RichProgress(bar), notify=err_console.print)
+    try:
+        with Progress(*columns, console=err_console) as bar:
+            result = run_job(settings, tickers=chosen, days=days, provider=provider,
+                             end=to_date(end) if end else None,
+                             finra_progress=_RichProgress(bar), notify=err_console.print)
+    except SourcesUnreachable as exc:
+        if offline_fallback is OfflineFallback.none:
+            raise
+        err_console.print(f"[bold yellow]offline:[/] cannot reach {', '.join(exc.names)}; "
+                          f"running the same pipeline on the synthetic demo market instead "
+                          f"({SYNTHETIC_LABEL})", highlight=False, soft_wrap=True)
+        demo_result = run_demo(settings, chart_tickers=chosen, chart_days=days,
+                               notify=err_console.print)
+        _report(demo_result, synthetic=True)
+        return
     _report(result)
     if result.finra is not None and not result.finra.ok:
         err_console.print("[bold red]error:[/] some FINRA files failed (see above)")
@@ -80,6 +116,8 @@ def demo(
 ) -> None:
     """Fully offline: a deterministic synthetic market in the real FINRA and Yahoo formats,
     ingested through the real code path, metrics built and the seed's chart written."""
+    from darkpool_analysis.pipeline import run_demo
+
     settings = config()
     result = run_demo(settings, db_path=db, notify=err_console.print)
     _report(result, synthetic=True)

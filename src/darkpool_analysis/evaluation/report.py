@@ -470,6 +470,7 @@ def render_html(result: EvaluationResult, *, horizons: tuple[int, ...],
             "train_end": lambda v: str(pd.Timestamp(v).date()),
             "test_start": lambda v: str(pd.Timestamp(v).date()),
             "test_end": lambda v: str(pd.Timestamp(v).date()),
+            "buy": lambda v: f"{v:g}", "oos_events": lambda v: f"{v:,.0f}",
             **{c: (lambda v: fmt_bps(v * 1e4)) for c in walk.columns if "excess" in c},
             **{c: fmt_pct for c in walk.columns if "hit_rate" in c}}, {
             "train_start": "train from", "train_end": "train to", "test_start": "test from",

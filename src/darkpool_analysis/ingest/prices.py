@@ -24,6 +24,7 @@ from typing import cast
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from darkpool_analysis.config import Settings
 from darkpool_analysis.errors import ConfigError, DataFormatError
@@ -258,29 +259,26 @@ def _refuse_shrinking(writer: Writer, items: Sequence[TickerBars], first: dt.dat
                       last: dt.date) -> None:
     """Refuse (before anything is written) a run that would delete stored bars: replacing a
     ticker's rows in ``[first, last]`` with bars that lack some stored session means the new
-    file or response covers less than the database (a truncated file, a provider gap)."""
+    file or response covers less than the database (a truncated file, a provider gap).
+
+    One anti join of the stored bars in range against the new (symbol, date) pairs."""
     if not items:
         return
-    new = pd.concat([item.bars[["symbol", "date"]] for item in items], ignore_index=True)
-    new["source_file"] = np.repeat([item.source_file for item in items],
-                                   [len(item.bars) for item in items])
-    new["date"] = new["date"].dt.date
+    symbols = np.concatenate([item.bars["symbol"].to_numpy(dtype=object) for item in items])
+    dates = np.concatenate([item.bars["date"].to_numpy(dtype="datetime64[D]")
+                            for item in items])
+    new = pa.table({"symbol": pa.array(symbols, pa.string()),
+                    "date": pa.array(dates, pa.date32())})
     conn = writer.conn
     settle(conn)
     conn.register("_darkpool_new_bars", new)
     try:
         lost = conn.execute(f"""
-            SELECT p.symbol, count(*) AS lost, min(p.date) AS first_lost,
-                   max(p.date) AS last_lost,
-                   (SELECT min(date) FROM _darkpool_new_bars n WHERE n.symbol = p.symbol),
-                   (SELECT max(date) FROM _darkpool_new_bars n WHERE n.symbol = p.symbol),
-                   (SELECT any_value(source_file) FROM _darkpool_new_bars n
-                    WHERE n.symbol = p.symbol)
-            FROM {TABLE} p
-            WHERE p.date BETWEEN ? AND ?
-              AND p.symbol IN (SELECT DISTINCT symbol FROM _darkpool_new_bars)
-              AND NOT EXISTS (SELECT 1 FROM _darkpool_new_bars n
-                              WHERE n.symbol = p.symbol AND n.date = p.date)
+            SELECT p.symbol, count(*), min(p.date), max(p.date)
+            FROM (SELECT symbol, date FROM {TABLE}
+                  WHERE date BETWEEN ? AND ?
+                    AND symbol IN (SELECT DISTINCT symbol FROM _darkpool_new_bars)) p
+            ANTI JOIN _darkpool_new_bars n ON p.symbol = n.symbol AND p.date = n.date
             GROUP BY p.symbol ORDER BY p.symbol
         """, [first, last]).fetchall()
     finally:
@@ -288,14 +286,16 @@ def _refuse_shrinking(writer: Writer, items: Sequence[TickerBars], first: dt.dat
         conn.unregister("_darkpool_new_bars")
     if not lost:
         return
-    symbol, count, first_lost, last_lost, new_first, new_last, source = lost[0]
-    more = f" (and {len(lost) - 1} more ticker(s): {', '.join(r[0] for r in lost[1:6])})" \
-        if len(lost) > 1 else ""
+    symbol, count, first_lost, last_lost = lost[0]
+    item = next(i for i in items if i.symbol == symbol)
+    new_first, new_last = (item.bars["date"].min().date(), item.bars["date"].max().date())
+    more = (f" (and {len(lost) - 1} more ticker(s): {', '.join(r[0] for r in lost[1:6])})"
+            if len(lost) > 1 else "")
     raise DataFormatError(
         f"would delete {count} stored {symbol} bar(s) between {first_lost} and {last_lost}: "
         f"the new data covers {new_first}..{new_last} and lacks them{more}; expected new data "
         f"covering every stored session of {first}..{last}",
-        source=source, field="Date",
+        source=item.source_file, field="Date",
         hint="a truncated file? re-download it, narrow --start/--end to what it covers, or "
              "pass --force to replace the stored bars anyway")
 

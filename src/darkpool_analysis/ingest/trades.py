@@ -332,6 +332,7 @@ class DayResult:
     seconds: float = 0.0
     buckets: int = 1
     peak_rss_mb: float = 0.0       # the worker process's peak RSS so far
+    cpu_seconds: float = 0.0       # CPU time of the task's process (all its threads)
 
     @property
     def key(self) -> str | None:
@@ -397,6 +398,15 @@ def _stored_result(paths: dict[str, Path], key_sha: str) -> tuple[pa.Table, dict
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` on Linux (``ru_maxrss`` is
+    carried across fork + exec, so a spawned worker would report its parent's peak)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -424,6 +434,7 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
     buckets = bucket_count(total, task.chunk_bytes)
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")  # the CLI shows the day bar
         if task.threads is not None:
             con.execute(f"SET threads = {int(task.threads)}")
         if buckets == 1:
@@ -485,6 +496,7 @@ def run_day_task(task: DayTask) -> DayResult:
     naming the file, so one bad day never fails the others. Runs in the worker process.
     """
     started = time.perf_counter()
+    cpu_started = time.process_time()
     paths = task_paths(task)
     paths["dir"].mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"darkpool-{task.day}-") as scratch_name:
@@ -534,7 +546,8 @@ def run_day_task(task: DayTask) -> DayResult:
     status: DayStatus = "done" if table.num_rows else "missing"
     return DayResult(task.day, status, table, manifest, trades=n_trades, retried=retried,
                      seconds=time.perf_counter() - started, buckets=buckets,
-                     peak_rss_mb=_peak_rss_mb())
+                     peak_rss_mb=_peak_rss_mb(),
+                     cpu_seconds=time.process_time() - cpu_started)
 
 
 @dataclass
@@ -691,7 +704,8 @@ def ingest_day_files(
                 batch.append(result)
         summary.results.append(DayResult(result.day, result.status, None, result.manifest,
                                          result.error, result.trades, result.retried,
-                                         result.seconds, result.buckets, result.peak_rss_mb))
+                                         result.seconds, result.buckets, result.peak_rss_mb,
+                                         result.cpu_seconds))
         if progress is not None:
             progress(counts)
         if len(batch) >= batch_days:

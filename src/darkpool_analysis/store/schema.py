@@ -272,6 +272,43 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE daily_metrics_columns AS SELECT * FROM daily_metrics_v5 LIMIT 0;
         """,
     ),
+    (
+        7,
+        "watch alerts already posted; Polygon options premium per symbol and session",
+        """
+        CREATE TABLE alerts_sent (
+            alert_key VARCHAR PRIMARY KEY,      -- sha256 of (session, rule, destination)
+            session DATE NOT NULL,
+            rule VARCHAR NOT NULL,
+            destination VARCHAR NOT NULL,       -- webhook kind + fingerprint (never the URL)
+            symbols VARCHAR,                    -- comma-separated symbols the rule matched
+            status VARCHAR NOT NULL,            -- sending (delivery unknown) or sent
+            message VARCHAR,
+            recorded_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE options_premium_daily (
+            symbol VARCHAR NOT NULL,            -- normalised underlying
+            date DATE NOT NULL,
+            underlying_close DOUBLE NOT NULL,   -- the session close that splits ITM / OTM
+            call_premium DOUBLE NOT NULL,       -- dollars: sum of volume x VWAP x shares
+            put_premium DOUBLE NOT NULL,
+            call_itm_premium DOUBLE NOT NULL,
+            call_otm_premium DOUBLE NOT NULL,
+            put_itm_premium DOUBLE NOT NULL,
+            put_otm_premium DOUBLE NOT NULL,
+            call_volume DOUBLE NOT NULL,        -- contracts traded
+            put_volume DOUBLE NOT NULL,
+            contracts BIGINT NOT NULL,          -- near-the-money contracts selected
+            contracts_traded BIGINT NOT NULL,   -- of which had a daily bar
+            premium_score DOUBLE,               -- 100 x call / (call + put); NULL without trades
+            moneyness_band DOUBLE NOT NULL,     -- strikes within close x (1 +- band)
+            max_days_to_expiry INTEGER NOT NULL,
+            source_file VARCHAR NOT NULL,
+            fetched_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (symbol, date)
+        );
+        """,
+    ),
 ]
 
 #: Raw tables that ``daily_metrics`` is computed from: (date column, symbol column or None

@@ -28,13 +28,14 @@ from matplotlib.gridspec import GridSpec
 
 from darkpool_analysis.errors import ConfigError
 from darkpool_analysis.sandbox_lab import PANELS, Lab
-from darkpool_analysis.views import otc_panel, sandbox_chart, variant_panels
+from darkpool_analysis.views import options_panel, otc_panel, sandbox_chart, variant_panels
 from darkpool_analysis.views.style import BASE_STYLE, COLORS, apply_axis_style
 
 FIG_WIDTH: Final = 16.0
 #: Height (inches) of one panel of the lab figure, by kind.
 PANEL_HEIGHT: Final[dict[str, float]] = {
     "variant": 2.6, "price": 3.6, "heatmap": 2.4, "hist": 3.0, "bands": 2.8, "otc": 2.8,
+    "options": 2.8,
 }
 #: Height ratio of a panel appended below the seed's 7 panels (the seed's score panels: 1.8).
 APPENDED_RATIO: Final = 1.8
@@ -44,6 +45,8 @@ LOOK_AHEAD_TITLE: Final = ("Weekly OTC participation - LOOK-AHEAD (week-aligned)
 HEATMAP_TITLE: Final = ("Signal heatmap (variants x days): scores (s - 50) / 50, z / 3, raw / "
                         "max |raw| in range; clipped to +-1")
 NO_PRICE_TEXT: Final = "No prices in daily_metrics for this range (`darkpool ingest prices`)"
+#: Scales of the price panel (``darkpool sandbox --price-scale``).
+PRICE_SCALES: Final = ("linear", "log")
 #: z scale that fills the heatmap's colour range.
 HEATMAP_Z_SPAN: Final = 3.0
 
@@ -76,7 +79,7 @@ def draw_variant_panel(ax: Axes, lab: Lab, name: str) -> Axes:
     if variant.scale == "display":
         confidence = lab.frame.get("confidence", pd.Series(0.5, index=lab.frame.index))
         sandbox_chart.draw_score_panel(ax, x, values, confidence, variant_title(lab, name),
-                                       "current", {"current": values})
+                                       "current", {"current": values}, no_score="hatched")
         return ax
     apply_axis_style(ax)
     mask = values.notna().to_numpy()
@@ -109,9 +112,14 @@ def consensus_levels(lab: Lab, names: Sequence[str]) -> tuple[dict[str, float], 
     return buy, sell
 
 
-def draw_price_panel(ax: Axes, lab: Lab, names: Sequence[str]) -> Axes:
+def draw_price_panel(ax: Axes, lab: Lab, names: Sequence[str], *,
+                     price_scale: str = "linear") -> Axes:
     """OHLC bars with "k of n variants agree" dots (see
-    :func:`variant_panels.draw_consensus_price`), or a note when no price is stored."""
+    :func:`variant_panels.draw_consensus_price`), or a note when no price is stored;
+    ``price_scale`` ``log`` puts the prices on a log axis."""
+    if price_scale not in PRICE_SCALES:
+        raise ConfigError(f"unknown price scale {price_scale!r}; valid: "
+                          f"{', '.join(PRICE_SCALES)}")
     buy, sell = consensus_levels(lab, names)
     dates = pd.DatetimeIndex(lab.frame["date"])
     prices = lab.frame[["open", "high", "low", "close"]].astype(float).set_axis(dates)
@@ -122,8 +130,10 @@ def draw_price_panel(ax: Axes, lab: Lab, names: Sequence[str]) -> Axes:
         _title(ax, f"Price with variant consensus (of {len(buy)})")
         return ax
     signals = lab.signals[list(buy)].set_axis(dates)
-    variant_panels.draw_consensus_price(ax, prices, signals, buy=buy, sell=sell)
-    ax.set_ylabel("price", color=COLORS["text"], fontsize=8)
+    variant_panels.draw_consensus_price(ax, prices, signals, buy=buy, sell=sell,
+                                        log_scale=price_scale == "log")
+    ax.set_ylabel("price (log scale)" if price_scale == "log" else "price",
+                  color=COLORS["text"], fontsize=8)
     return ax
 
 
@@ -205,7 +215,7 @@ def draw_otc(ax: Axes, lab: Lab) -> Axes:
     columns = ["otc_week_used", "otc_status", "otc_participation_rate",
                "otc_participation_z", "otc_participation_delta"]
     block = lab.frame[columns].assign(date=session_pseudo_dates(len(lab.frame)))
-    otc_panel.plot_otc_panel(ax, block)
+    otc_panel.plot_otc_panel(ax, block, ingested=lab.otc_weeks != 0, symbol=lab.symbol)
     if lab.look_ahead:
         _title(ax, LOOK_AHEAD_TITLE, COLORS["orange"])
     else:
@@ -213,9 +223,10 @@ def draw_otc(ax: Axes, lab: Lab) -> Axes:
     return ax
 
 
-def _draw(ax: Axes, panel: str, lab: Lab, compare: Sequence[str], hist_signal: str | None) -> None:
+def _draw(ax: Axes, panel: str, lab: Lab, compare: Sequence[str], hist_signal: str | None,
+          price_scale: str = "linear") -> None:
     if panel == "price":
-        draw_price_panel(ax, lab, compare)
+        draw_price_panel(ax, lab, compare, price_scale=price_scale)
     elif panel == "heatmap":
         draw_heatmap_panel(ax, lab, compare)
     elif panel == "hist":
@@ -226,6 +237,8 @@ def _draw(ax: Axes, panel: str, lab: Lab, compare: Sequence[str], hist_signal: s
         draw_bands_panel(ax, lab)
     elif panel == "otc":
         draw_otc(ax, lab)
+    elif panel == "options":
+        options_panel.draw_options_panel(ax, lab.frame["date"], lab.options)
     else:
         raise ConfigError(f"unknown panel {panel!r}; valid: {', '.join(PANELS)}")
 
@@ -247,6 +260,7 @@ def plot_lab(
     compare: Sequence[str] | None = None,
     hist_signal: str | None = None,
     title: str | None = None,
+    price_scale: str = "linear",
 ) -> Figure:
     """The lab figure: ``price`` first when asked, one panel per name in ``variants``, then the
     other ``panels`` in order. ``compare`` = the variants the price consensus and the heatmap
@@ -274,12 +288,14 @@ def plot_lab(
             if kind == "variant":
                 draw_variant_panel(ax, lab, name)
             else:
-                _draw(ax, name, lab, compared, hist_signal)
+                _draw(ax, name, lab, compared, hist_signal, price_scale)
             if kind != "hist":
                 date_axes.append(ax)
         if date_axes:
             _label_dates(date_axes, lab.frame)
-        fig.suptitle(title or f"{lab.symbol} - Signal Lab", color=COLORS["text"], fontsize=14,
+        label = lab.synthetic_label
+        fig.suptitle(sandbox_chart.labelled_title(title or f"{lab.symbol} - Signal Lab", label),
+                     color=COLORS["red"] if label else COLORS["text"], fontsize=14,
                      fontweight="bold")
         fig.text(0.01, 0.004, sandbox_chart.PROXY_NOTE, color=COLORS["neutral"], fontsize=8,
                  ha="left", va="bottom")
@@ -297,6 +313,7 @@ def plot_seed_with_panels(
     blend_flow_weight: float = 0.4,
     compare: Sequence[str] = (),
     hist_signal: str | None = None,
+    price_scale: str = "linear",
 ) -> Figure:
     """The seed's 7-panel figure (:func:`sandbox_chart.plot`, unchanged) with ``panels``
     appended below it (``--panels +otc``). ``lab`` must hold the sandbox frame's dates."""
@@ -305,11 +322,13 @@ def plot_seed_with_panels(
         raise ValueError("the lab rows and the sandbox frame cover different dates; load both "
                          "for the same ticker and range")
     fig = sandbox_chart.plot(frame, dot_mode, blend_short_weight, blend_flow_weight)
-    return append_panels(fig, lab, panels, compare=compare, hist_signal=hist_signal)
+    return append_panels(fig, lab, panels, compare=compare, hist_signal=hist_signal,
+                         price_scale=price_scale)
 
 
 def append_panels(fig: Figure, lab: Lab, panels: Sequence[str], *,
-                  compare: Sequence[str] = (), hist_signal: str | None = None) -> Figure:
+                  compare: Sequence[str] = (), hist_signal: str | None = None,
+                  price_scale: str = "linear") -> Figure:
     """Add ``panels`` below the seed's 7-panel figure from :func:`sandbox_chart.plot` (same
     session x axis, date labels moved to the lowest panel); the seed panels are not redrawn.
 
@@ -334,7 +353,7 @@ def append_panels(fig: Figure, lab: Lab, panels: Sequence[str], *,
         for offset, panel in enumerate(panels):
             row = len(seed_axes) + offset
             ax = fig.add_subplot(grid[row], sharex=None if panel == "hist" else seed_axes[0])
-            _draw(ax, panel, lab, compare, hist_signal)
+            _draw(ax, panel, lab, compare, hist_signal, price_scale)
             if panel != "hist":
                 date_axes.append(ax)
         _label_dates(date_axes, lab.frame)

@@ -4,7 +4,8 @@ Each run of sessions that show the same week (``otc_week_used``) becomes one ban
 the week's participation rate, coloured by its z-score (green above the mean, red below,
 stronger with |z|) and grey while the week is carried stale. Week-over-week deltas are bars on a
 second axis at the first session that shows the week. Dates without a visible week draw nothing;
-with none at all the panel says so instead of drawing an empty chart.
+with none at all the panel says which it is: no week ingested for the symbol at all, or none
+published yet for the range shown.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from darkpool_analysis.views.style import COLORS as PALETTE
 from darkpool_analysis.views.style import apply_axis_style
 
 NO_DATA_TEXT = "No FINRA OTC week published yet for this range"
+#: When the symbol has no OTC week anywhere in the database (nothing was ever ingested).
+NEVER_INGESTED_TEXT = ("No FINRA OTC data ingested for {symbol}: "
+                       "`darkpool ingest finra-otc --tickers {symbol}` adds it")
 
 
 def week_segments(frame: pd.DataFrame) -> pd.DataFrame:
@@ -46,14 +50,20 @@ def _band_colours(segments: pd.DataFrame) -> np.ndarray:
     return colours
 
 
-def plot_otc_panel(ax: Axes, frame: pd.DataFrame) -> Axes:
-    """Draw one symbol's OTC block (columns of ``otc_daily_block``) on ``ax``; return ``ax``."""
+def plot_otc_panel(ax: Axes, frame: pd.DataFrame, *, ingested: bool = True,
+                   symbol: str = "this ticker") -> Axes:
+    """Draw one symbol's OTC block (columns of ``otc_daily_block``) on ``ax``; return ``ax``.
+
+    ``ingested`` = whether the database holds any OTC week for ``symbol`` at all: the empty
+    panel then says "never ingested" rather than "not published yet for this range".
+    """
     apply_axis_style(ax)
     ax.set_ylabel("OTC share of volume", color=PALETTE["text"], fontsize=8)
     segments = week_segments(frame) if len(frame) else week_segments(
         pd.DataFrame(columns=["date", "otc_week_used", "otc_status"]))
     if segments.empty or segments["rate"].isna().all():
-        ax.text(0.5, 0.5, NO_DATA_TEXT, transform=ax.transAxes, ha="center", va="center",
+        text = NO_DATA_TEXT if ingested else NEVER_INGESTED_TEXT.format(symbol=symbol)
+        ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center",
                 color=PALETTE["neutral"], fontsize=9)
         return ax
     start = pd.to_datetime(segments["start"])

@@ -12,15 +12,18 @@ draws in a fraction of the time (``ax.bar`` costs about 0.5 ms per bar).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import matplotlib.style
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import LinearSegmentedColormap, to_rgba_array
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from darkpool_analysis.sandbox import DOT_MODES, VARIANT_COLUMNS, experimental_signal
 from darkpool_analysis.views.style import (
@@ -56,6 +59,18 @@ DOT_SPECS: Final[dict[str, dict[str, str | float]]] = {
     "option_a": {"accum": COLORS["blue"], "dist": COLORS["purple"], "offset": 0.0},
     "option_b": {"accum": COLORS["yellow"], "dist": COLORS["orange"], "offset": 0.18},
 }
+#: How a day without a score is drawn (see :func:`draw_score_panel`).
+NoScoreStyle = Literal["as_50", "hatched"]
+NO_SCORE_HATCH: Final = "////"
+NO_SCORE_LABEL: Final = "no score (missing data)"
+#: Dot modes of the 7-panel figure: the seed's (:data:`DOT_MODES`) and ``own`` (each score
+#: panel shows the dots of its own variant).
+PANEL_DOT_MODES: Final = (*DOT_MODES, "own")
+CONFIDENCE_NOTE: Final = (
+    "Strip under the bars = confidence (OTC week staleness x coverage of short, lit and price "
+    "data): green >= 0.7, yellow >= 0.4, red below; bars are solid at confidence >= 0.6, "
+    "faint below."
+)
 ACCUM_DOT_Y: Final = 1.02
 DIST_DOT_Y: Final = -0.06
 
@@ -87,9 +102,13 @@ def set_date_ticks(ax: Axes, frame: pd.DataFrame) -> None:
     ax.set_xticklabels(_date_labels(frame)[::step], rotation=45, ha="right", fontsize=8)
 
 
-def _check_dot_mode(dot_mode: str) -> tuple[str, ...]:
+def _check_dot_mode(dot_mode: str, *, own: bool = False) -> tuple[str, ...]:
+    """The variants whose dots ``dot_mode`` draws; ``own`` is valid where panels are known."""
+    if own and dot_mode == "own":
+        return DOT_MODES["all"]
     if dot_mode not in DOT_MODES:
-        raise ValueError(f"unknown dot mode {dot_mode!r}; expected one of {', '.join(DOT_MODES)}")
+        valid = PANEL_DOT_MODES if own else tuple(DOT_MODES)
+        raise ValueError(f"unknown dot mode {dot_mode!r}; expected one of {', '.join(valid)}")
     return DOT_MODES[dot_mode]
 
 
@@ -176,6 +195,17 @@ def confidence_strip_colors(confidence: np.ndarray) -> np.ndarray:
     return palette[band]
 
 
+def draw_no_score(ax: Axes, x: np.ndarray) -> PolyCollection:
+    """Days without a score: an empty hatched bar over the score range (0-100), so a missing
+    day never looks like a neutral 50."""
+    bars = draw_bars(ax, x, np.ones(len(x)), width=0.8, colors="none", zorder=2)
+    bars.set_edgecolor(to_rgba_array([COLORS["neutral"]], alpha=0.55))
+    bars.set_hatch(NO_SCORE_HATCH)
+    bars.set_linewidth(0.0)
+    bars.set_label(NO_SCORE_LABEL)
+    return bars
+
+
 def draw_score_panel(
     ax: Axes,
     x: np.ndarray,
@@ -184,16 +214,31 @@ def draw_score_panel(
     title: str,
     dot_mode: str,
     dot_sources: Mapping[str, pd.Series],
+    *,
+    no_score: NoScoreStyle = "as_50",
 ) -> None:
-    """Score bars (NULL drawn as 50), the confidence strip below 0, threshold lines at 30/50/70
-    and the dots of ``dot_mode``'s variants: above the panel at >= 70, below it at <= 30."""
+    """Score bars, the confidence strip below 0, threshold lines at 30/50/70 and the dots of
+    ``dot_mode``'s variants: above the panel at >= 70, below it at <= 30.
+
+    ``no_score`` says how a day without a score is drawn: ``"as_50"`` is the seed's drawing (a
+    grey bar at 50 with a strip, kept so this function reproduces the seed's own panel);
+    ``"hatched"`` (what :func:`plot` uses) draws an empty hatched bar and no strip.
+    """
     apply_axis_style(ax)
     variants = _check_dot_mode(dot_mode)
-    filled = pd.to_numeric(scores, errors="coerce").astype(float).fillna(50).to_numpy()
+    if no_score not in ("as_50", "hatched"):
+        raise ValueError(f"unknown no_score style {no_score!r}; expected as_50 or hatched")
+    raw = pd.to_numeric(scores, errors="coerce").astype(float).to_numpy()
     conf = pd.to_numeric(confidence, errors="coerce").astype(float).fillna(0.5).to_numpy()
-    draw_bars(ax, x, filled / 100.0, width=0.8, colors=score_bar_colors(filled, conf), zorder=2)
-    draw_bars(ax, x, 0.08 * conf, bottom=-0.12, width=0.6,
-              colors=confidence_strip_colors(conf), zorder=3)
+    shown = np.ones(len(raw), dtype=bool) if no_score == "as_50" else ~np.isnan(raw)
+    filled = np.where(np.isnan(raw), 50.0, raw)[shown]
+    conf_shown = conf[shown]
+    draw_bars(ax, x[shown], filled / 100.0, width=0.8,
+              colors=score_bar_colors(filled, conf_shown), zorder=2)
+    draw_bars(ax, x[shown], 0.08 * conf_shown, bottom=-0.12, width=0.6,
+              colors=confidence_strip_colors(conf_shown), zorder=3)
+    if not shown.all():
+        draw_no_score(ax, x[~shown])
     for level, color in ((0.30, "red"), (0.50, "neutral"), (0.70, "green")):
         ax.axhline(y=level, color=COLORS[color], linestyle="--", linewidth=0.8, alpha=0.4,
                    zorder=1)
@@ -216,11 +261,16 @@ def draw_score_panel(
                            edgecolors=COLORS["white"], linewidths=0.6, zorder=6)
 
 
-def draw_sandbox(axes: Sequence[Axes], frame: pd.DataFrame, dot_mode: str = "current") -> None:
-    """Draw the seed's seven panels onto ``axes`` (top to bottom) from a sandbox frame."""
+def draw_sandbox(axes: Sequence[Axes], frame: pd.DataFrame, dot_mode: str = "current", *,
+                 no_score: NoScoreStyle = "hatched") -> None:
+    """Draw the seed's seven panels onto ``axes`` (top to bottom) from a sandbox frame.
+
+    ``dot_mode`` ``own`` gives each score panel its own variant's dots; ``no_score`` as in
+    :func:`draw_score_panel`.
+    """
     if len(axes) != len(PANEL_TITLES):
         raise ValueError(f"draw_sandbox needs {len(PANEL_TITLES)} axes, got {len(axes)}")
-    _check_dot_mode(dot_mode)
+    _check_dot_mode(dot_mode, own=True)
     x = np.arange(len(frame))
     draw_line_panel(axes[0], x, frame["combined_ratio"], title=PANEL_TITLES[0],
                     ylabel="Combined Ratio", set_axis=set_ratio_axis)
@@ -231,10 +281,11 @@ def draw_sandbox(axes: Sequence[Axes], frame: pd.DataFrame, dot_mode: str = "cur
     draw_line_panel(axes[3], x, frame["short_buy_sell_ratio"], title=PANEL_TITLES[3],
                     ylabel="Short Ratio", set_axis=set_ratio_axis)
     dot_sources = {variant: frame[column] for variant, column in VARIANT_COLUMNS.items()}
-    for ax, column, title in zip(axes[4:], VARIANT_COLUMNS.values(), PANEL_TITLES[4:],
-                                 strict=True):
-        draw_score_panel(ax, x, frame[column], frame["confidence"], title, dot_mode,
-                         dot_sources)
+    for ax, (variant, column), title in zip(axes[4:], VARIANT_COLUMNS.items(),
+                                            PANEL_TITLES[4:], strict=True):
+        draw_score_panel(ax, x, frame[column], frame["confidence"], title,
+                         variant if dot_mode == "own" else dot_mode, dot_sources,
+                         no_score=no_score)
     set_date_ticks(axes[-1], frame)
 
 
@@ -255,6 +306,43 @@ def _symbol(frame: pd.DataFrame) -> str:
     return "?"
 
 
+def synthetic_label(frame: pd.DataFrame) -> str | None:
+    """The synthetic-data label a :func:`~darkpool_analysis.sandbox.load` frame carries
+    (``attrs['synthetic_label']``), None for real data."""
+    label = frame.attrs.get("synthetic_label")
+    return str(label) if label else None
+
+
+def labelled_title(text: str, label: str | None) -> str:
+    """``text`` with `` — <label>`` appended for synthetic data (once)."""
+    return f"{text} — {label}" if label and label not in text else text
+
+
+def legend_handles(frame: pd.DataFrame, dot_mode: str) -> list[Artist]:
+    """What the seed's chart leaves unexplained: the dot colours of ``dot_mode`` (per variant
+    in ``all``/``own``), the confidence strip's colours and, when the frame has days without
+    a score, the hatched bar."""
+    variants = _check_dot_mode(dot_mode, own=True)
+    named = dot_mode in ("all", "own")
+    handles: list[Artist] = []
+    for variant in variants:
+        spec = DOT_SPECS[variant]
+        prefix = f"{variant} " if named else "score "
+        for key, sign in (("accum", ">= 70"), ("dist", "<= 30")):
+            handles.append(Line2D([], [], linestyle="none", marker="o", markersize=7,
+                                  markerfacecolor=str(spec[key]), markeredgecolor=COLORS["white"],
+                                  markeredgewidth=0.6, label=f"{prefix}{sign}"))
+    strip = confidence_strip_colors(np.array([1.0, 0.5, 0.0]))
+    for rgba, text in zip(strip, ("confidence >= 0.7", "confidence 0.4-0.7", "confidence < 0.4"),
+                          strict=True):
+        handles.append(Patch(facecolor=tuple(rgba), edgecolor="none", label=text))
+    if frame[list(VARIANT_COLUMNS.values())].isna().to_numpy().any():
+        handles.append(Patch(facecolor="none", edgecolor=to_rgba_array(
+            [COLORS["neutral"]], alpha=0.55)[0], hatch=NO_SCORE_HATCH, linewidth=0.0,
+            label=NO_SCORE_LABEL))
+    return handles
+
+
 def plot(
     frame: pd.DataFrame,
     dot_mode: str = "current",
@@ -264,13 +352,16 @@ def plot(
 ) -> Figure:
     """The seed's 7-panel sandbox figure for a :func:`darkpool_analysis.sandbox.load` frame.
 
-    ``dot_mode`` is ``current``, ``option_a``, ``option_b`` or ``all`` (all three, offset).
+    ``dot_mode`` is ``current``, ``option_a``, ``option_b``, ``all`` (all three, offset) or
+    ``own`` (each score panel its own variant's dots). Days without a score are hatched; a
+    legend under the title names the dot colours, the confidence strip and the hatching.
     The blend weights are named in the footnote (and must match the frame's, when known);
-    ``title`` defaults to ``'{TICKER} - Accumulation Signal Sandbox'``.
+    ``title`` defaults to ``'{TICKER} - Accumulation Signal Sandbox'``; a frame from a
+    synthetic database gets `` — SYNTHETIC DATA ...`` appended, in red.
     """
     if frame.empty:
         raise ValueError("nothing to plot: the sandbox frame has no rows")
-    _check_dot_mode(dot_mode)
+    _check_dot_mode(dot_mode, own=True)
     _check_blend(frame, blend_short_weight, blend_flow_weight)
     with matplotlib.style.context(BASE_STYLE):
         fig = Figure(figsize=FIGSIZE)
@@ -278,16 +369,23 @@ def plot(
                             gridspec_kw={"height_ratios": list(HEIGHT_RATIOS)})
         fig.patch.set_facecolor(COLORS["background"])
         draw_sandbox(list(axes), frame, dot_mode)
-        fig.suptitle(title or f"{_symbol(frame)} - Accumulation Signal Sandbox",
-                     color=COLORS["text"], fontsize=14, fontweight="bold")
+        handles = legend_handles(frame, dot_mode)
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.972),
+                   ncol=min(len(handles), 11), fontsize=8, frameon=False,
+                   labelcolor=COLORS["text"], handlelength=1.6, columnspacing=1.4)
+        label = synthetic_label(frame)
+        fig.suptitle(labelled_title(title or f"{_symbol(frame)} - Accumulation Signal Sandbox",
+                                    label),
+                     color=COLORS["red"] if label else COLORS["text"], fontsize=14,
+                     fontweight="bold")
         fig.text(
             0.01, 0.004,
             f"{PROXY_NOTE}\nOption A: short z = vw_flow_z.  Option B: short z = "
             f"{blend_short_weight:g} x short_buy_sell_ratio_z + {blend_flow_weight:g} x "
-            "vw_flow_z.  Dots: score >= 70 above, <= 30 below.",
+            f"vw_flow_z.  Dots: score >= 70 above, <= 30 below.\n{CONFIDENCE_NOTE}",
             color=COLORS["neutral"], fontsize=8, ha="left", va="bottom",
         )
-        fig.tight_layout(rect=(0, 0.015, 1, 0.97))
+        fig.tight_layout(rect=(0, 0.022, 1, 0.962))
     return fig
 
 
@@ -317,19 +415,27 @@ def plot_experimental(frame: pd.DataFrame) -> Figure:
         ax = fig.subplots()
         fig.patch.set_facecolor(COLORS["background"])
         draw_experimental(ax, frame)
-        fig.text(0.01, 0.01, f"{_symbol(frame)}. {PROXY_NOTE}", color=COLORS["neutral"],
-                 fontsize=7, ha="left", va="bottom")
+        label = synthetic_label(frame)
+        if label:
+            ax.set_title(label, color=COLORS["red"], fontsize=10, fontweight="bold",
+                         loc="right")
+        fig.text(0.01, 0.01, labelled_title(f"{_symbol(frame)}. {PROXY_NOTE}", label),
+                 color=COLORS["neutral"], fontsize=7, ha="left", va="bottom")
         fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
 __all__ = [
     "DOT_SPECS",
+    "PANEL_DOT_MODES",
     "PANEL_TITLES",
     "draw_bars",
     "draw_experimental",
+    "draw_no_score",
     "draw_sandbox",
     "draw_score_panel",
+    "legend_handles",
     "plot",
     "plot_experimental",
+    "synthetic_label",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.ticker import LogFormatter
 
 from darkpool_analysis.signals import median_mad_bands
 from darkpool_analysis.views.style import COLORS, apply_axis_style
@@ -41,9 +42,11 @@ def consensus_counts(signals: pd.DataFrame, buy: Mapping[str, float] | float = 7
 
 def draw_consensus_price(ax: Axes, prices: pd.DataFrame, signals: pd.DataFrame, *,
                          buy: Mapping[str, float] | float = 70.0,
-                         sell: Mapping[str, float] | float = 30.0, min_agree: int = 1) -> Axes:
+                         sell: Mapping[str, float] | float = 30.0, min_agree: int = 1,
+                         log_scale: bool = False) -> Axes:
     """OHLC bars with "k of n variants agree" dots: green above the high when k variants are
-    at/above buy, red below the low for sell; the label says k/n."""
+    at/above buy, red below the low for sell; the label says k/n. ``log_scale`` draws prices
+    on a log axis (equal heights = equal percentage moves; the dots keep a constant gap)."""
     apply_axis_style(ax)
     x = np.arange(len(prices))
     o, h, low, c = (prices[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
@@ -55,14 +58,21 @@ def draw_consensus_price(ax: Axes, prices: pd.DataFrame, signals: pd.DataFrame, 
     counts = consensus_counts(signals.reindex(prices.index), buy, sell)
     span = np.nanmax(h) - np.nanmin(low) if np.isfinite(h).any() else 1.0
     pad = 0.04 * (span if span > 0 else 1.0)
+    if log_scale:
+        ax.set_yscale("log")
+        # Plain price labels (40, 45) rather than 4 x 10^1, on the minor ticks of a narrow
+        # range too; LogFormatter thins them out when the range spans decades.
+        for formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     n_variants = signals.shape[1]
     for column, y, color, offset in (("agree_buy", h, COLORS["green"], pad),
                                      ("agree_sell", low, COLORS["red"], -pad)):
         k = counts[column].to_numpy()
         show = k >= min_agree
-        ax.scatter(x[show], y[show] + offset, s=20 + 60 * k[show] / max(n_variants, 1),
+        placed = y * (1.03 if offset > 0 else 1 / 1.03) if log_scale else y + offset
+        ax.scatter(x[show], placed[show], s=20 + 60 * k[show] / max(n_variants, 1),
                    c=color, edgecolors=COLORS["white"], linewidths=0.5, zorder=5)
-        for xi, yi, ki in zip(x[show], y[show] + offset, k[show], strict=True):
+        for xi, yi, ki in zip(x[show], placed[show], k[show], strict=True):
             ax.annotate(f"{ki}/{n_variants}", (xi, yi), textcoords="offset points",
                         xytext=(0, 6 if offset > 0 else -10), ha="center", fontsize=6,
                         color=COLORS["text"])

@@ -473,7 +473,11 @@ def create_app(settings: Settings) -> FastAPI:
             variants=params.variants, formulas=params.formula, panels=params.panels,
             hist_signal=params.hist_signal, bands_signal=params.bands_signal,
             bands_window=params.bands_window, figure=params.figure)
-        return service.compute(checked)
+        try:
+            return service.compute(checked)
+        except NoDataError as exc:  # 404, naming the field to fix on the page
+            param = "ticker" if exc.message.startswith("unknown ticker") else "start"
+            raise BadParameter(param, exc.message, exc.hint, status=404) from None
 
     @app.get("/api/sandbox", tags=["sandbox"])
     def sandbox_api(request: Request, params: Annotated[SandboxParams, Query()]) -> Response:

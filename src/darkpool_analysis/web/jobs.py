@@ -88,10 +88,16 @@ def outcome_json(out_dir: Path, run_id: str, label: str,
 
 def verdicts(summary: dict[str, Any] | None,
              ic_table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One verdict box per variant: the summary's verdicts when it has them, else the first
-    horizon's IC read plainly (p < 0.05 and above the variant's placebo, or not)."""
-    if summary and isinstance(summary.get("verdicts"), list):
-        return list(summary["verdicts"])
+    """One verdict box per variant: the evaluation's own verdicts from ``summary.json``
+    (out-of-sample IC, adjusted p-value, net spread, deflated Sharpe and the reason).
+
+    Only when a run wrote no ``summary.json`` (an older evaluation) the first horizon's
+    in-sample IC is read plainly instead, labelled provisional: ``evidence`` when p < 0.05 and
+    |IC| beats the variant's placebo, ``weak`` when p < 0.10 and it beats the placebo, else
+    ``no evidence``."""
+    if summary and isinstance(summary.get("variants"), dict):
+        return [{"variant": name, **values, "source": "summary.json"}
+                for name, values in summary["variants"].items()]
     if not ic_table:
         return []
     first_h = min(int(row["horizon"]) for row in ic_table)
@@ -106,12 +112,11 @@ def verdicts(summary: dict[str, Any] | None,
         mean, p = row.get("mean"), row.get("p_value")
         shuffled = placebo.get(name, {}).get("mean")
         beats = (mean is not None and shuffled is not None and abs(mean) > abs(shuffled))
-        significant = p is not None and p < 0.05
-        verdict = ("evidence" if significant and beats else
-                   "weak" if significant or beats else "no evidence")
+        verdict = ("evidence" if beats and p is not None and p < 0.05 else
+                   "weak" if beats and p is not None and p < 0.10 else "no evidence")
         boxes.append({"variant": name, "horizon": first_h, "verdict": verdict,
                       "ic_mean": mean, "p_value": p, "placebo_ic_mean": shuffled,
-                      "source": "provisional: IC p-value and placebo at the first horizon"})
+                      "source": "provisional: in-sample IC p-value and placebo, first horizon"})
     return boxes
 
 

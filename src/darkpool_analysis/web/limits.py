@@ -2,22 +2,23 @@
 
 Every request is checked against these before any data is read, so a hostile or careless URL
 (1,000 formulas, a century of dates) is answered with a clear 4xx instead of tying up the
-server. Formula *length* reuses :data:`darkpool_analysis.formulas.MAX_EXPRESSION_LENGTH`; the
-count, variants and date span are web-specific (the CLI user owns their own machine).
+server. The formula count and length are the package's own limits
+(:data:`formulas.MAX_FORMULAS`, :data:`formulas.MAX_SPEC_LENGTH`, shared with the CLI); the
+variants, date span and the chart pool are web-specific.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from darkpool_analysis.formulas import MAX_EXPRESSION_LENGTH
+from darkpool_analysis import formulas
 
-#: User formulas per request (``name=expression`` lines).
-MAX_FORMULAS: Final = 8
+#: User formulas per request (``name=expression`` lines): the package-wide limit.
+MAX_FORMULAS: Final = formulas.MAX_FORMULAS
 #: Characters of one ``name=expression`` line (name, ``=`` and the expression).
-MAX_FORMULA_LINE: Final = MAX_EXPRESSION_LENGTH + 70
+MAX_FORMULA_LINE: Final = formulas.MAX_SPEC_LENGTH
 #: Variants named in one request (registry names and formulas together).
-MAX_VARIANTS: Final = 12
+MAX_VARIANTS: Final = 24
 #: Calendar days between ``start`` and ``end`` of a sandbox request (about ten years).
 MAX_RANGE_DAYS: Final = 3660
 #: Calendar days of an evaluation or dark-index request (about twenty years).

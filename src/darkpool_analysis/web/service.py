@@ -62,6 +62,8 @@ SOURCES: Final[dict[str, tuple[str, str, bool]]] = {
     "daily_metrics": ("daily_metrics (the built signals)", "date", False),
 }
 HISTORY_CACHE_SIZE: Final = 64
+#: Option B's blend weights when none are given (``darkpool sandbox``'s defaults).
+DEFAULT_BLEND: Final = (0.6, 0.4)
 FRAME_CACHE_SIZE: Final = 256
 
 _T = TypeVar("_T")
@@ -440,16 +442,37 @@ class SandboxService:
     def _seed_frame(self, request: SandboxRequest) -> pd.DataFrame:
         assert request.start is not None and request.end is not None
         history = self.history(request.symbol)
-        lookback = self.settings.short_z_window if request.warmup else 0
-        raw = self._slice(history, request.start, request.end, lookback)
-        raw = raw[["date", "symbol", *sandbox.SEED_NUMERIC_COLUMNS]]
-        frame = sandbox.derive(raw, settings=self.settings,
-                               blend_short_weight=request.blend_short_weight,
-                               blend_flow_weight=request.blend_flow_weight)
-        frame = frame.loc[frame["date"] >= pd.Timestamp(request.start)].reset_index(drop=True)
-        frame.attrs["blend_weights"] = (request.blend_short_weight, request.blend_flow_weight)
+        derived = self._derived(request)
+        weights = (request.blend_short_weight, request.blend_flow_weight)
+        if weights != DEFAULT_BLEND:
+            # Only the three scores depend on the weights: recompute them on the same
+            # warm-up-inclusive rows :func:`sandbox.derive` scored (identical numbers).
+            derived = derived.copy()
+            scores = sandbox.seed_variants(derived, *weights, settings=self.settings)
+            derived[list(scores.columns)] = scores
+        frame = derived.loc[derived["date"] >= pd.Timestamp(request.start)]
+        frame = frame.reset_index(drop=True)
+        frame.attrs["blend_weights"] = weights
         frame.attrs["metrics_owed"] = history.owed
         return frame
+
+    def _derived(self, request: SandboxRequest) -> pd.DataFrame:
+        """:func:`sandbox.derive` at the default weights on the request's rows plus warm-up,
+        not yet trimmed (cached per range: a weight change reuses it)."""
+        assert request.start is not None and request.end is not None
+        key = (self.version(), request.symbol, request.start, request.end, request.warmup,
+               "derived")
+
+        def make() -> pd.DataFrame:
+            history = self.history(request.symbol)
+            lookback = self.settings.short_z_window if request.warmup else 0
+            raw = self._slice(history, request.start, request.end, lookback)
+            raw = raw[["date", "symbol", *sandbox.SEED_NUMERIC_COLUMNS]]
+            return sandbox.derive(raw, settings=self.settings,
+                                  blend_short_weight=DEFAULT_BLEND[0],
+                                  blend_flow_weight=DEFAULT_BLEND[1])
+
+        return self._frames.get_or_make(key, make)
 
     def lab(self, request: SandboxRequest) -> Lab | None:
         """The lab signals :func:`sandbox_lab.load_lab` computes for this request (cached)."""

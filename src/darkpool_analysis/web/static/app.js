@@ -35,6 +35,7 @@
     }
     if (typeof value !== "number") { return String(value); }
     var a = Math.abs(value);
+    if (Number.isInteger(value) && a < 1e4) { return String(value); }
     if (a >= 1e9) { return (value / 1e9).toFixed(2) + "B"; }
     if (a >= 1e6) { return (value / 1e6).toFixed(2) + "M"; }
     if (a >= 1e4) { return (value / 1e3).toFixed(1) + "K"; }
@@ -196,6 +197,7 @@
         if (seq !== state.seq) { return; }
         clearErrors(form);
         $("error").hidden = true;
+        $("results").classList.remove("stale");
         history.replaceState(null, "", "/?" + query);
         state.lastData = data;
         var fresh = data.summary.symbol + "|" + data.summary.start + "|" + data.summary.end;
@@ -210,6 +212,7 @@
         if (seq !== state.seq) { return; }
         clearErrors(form);
         showError(form, $("error"), error);
+        $("results").classList.add("stale");  // the chart below is the previous request's
         $("status").textContent = "";
       });
   }
@@ -457,9 +460,9 @@
     var a = payload.attrs;
     var layout = {
       paper_bgcolor: c.background, plot_bgcolor: c.panel_bg, font: { color: c.text, size: 11 },
-      height: 620, margin: { l: 70, r: 20, t: 60, b: 50 }, hovermode: "x unified", hoversubplots: "axis",
+      height: 640, margin: { l: 70, r: 20, t: 50, b: 80 }, hovermode: "x unified", hoversubplots: "axis",
       title: { text: "Dark index: " + a.name + " " + a.start + " .. " + a.end + (a.label ? "  [" + a.label + "]" : ""), x: 0, font: { size: 13 } },
-      legend: { orientation: "h", y: 1.02, yanchor: "bottom", x: 0 },
+      legend: { orientation: "h", y: -0.08, yanchor: "top", x: 0 },
       xaxis: { type: "date", anchor: "y3", gridcolor: c.grid },
       yaxis: { domain: [0.5, 1], gridcolor: c.grid, title: { text: "DIX" } },
       yaxis2: { domain: [0.22, 0.46], gridcolor: c.grid, title: { text: "z" } },
@@ -621,15 +624,30 @@
     $("eval-label").textContent = result.label + (state.database && state.database.synthetic ? "  [" + state.database.label + "]" : "");
     $("eval-report").href = "/api/evaluate/" + status.id + "/report.html";
     $("verdicts").replaceChildren.apply($("verdicts"), result.verdicts.map(function (v) {
-      var kind = String(v.verdict || "").replace(/\s+/g, "-");
-      return el("div", { className: "verdict " + kind }, [
-        el("h3", { text: v.variant }),
-        el("div", { className: "tag", text: v.verdict }),
-        el("div", { text: "h=" + v.horizon + "  IC " + fmt(v.ic_mean, 4) + "  p " + fmt(v.p_value, 3) }),
-        el("div", { className: "muted", text: "placebo IC " + fmt(v.placebo_ic_mean, 4) }),
-        el("div", { className: "muted", text: v.source || "" })
-      ]);
+      var kind = String(v.verdict || "").replace(/[\s_]+/g, "-");
+      var lines = [el("h3", { text: v.variant }), el("div", { className: "tag", text: String(v.verdict || "").replace(/_/g, " ") })];
+      if (v.source === "summary.json") {
+        lines.push(el("div", { text: "h=" + v.horizon + "  out-of-sample IC " + fmt(v.oos_ic_mean, 4) +
+          (v.oos_ic_ci95 ? " [" + fmt(v.oos_ic_ci95[0], 4) + ", " + fmt(v.oos_ic_ci95[1], 4) + "]" : "") }));
+        lines.push(el("div", { text: "adjusted p " + fmt(v.oos_ic_pvalue_adjusted, 3) + "  net spread " +
+          fmt(v.oos_net_spread_bps_per_day, 2) + " bps/day  deflated Sharpe " + fmt(v.deflated_sharpe, 2) }));
+        lines.push(el("div", { className: "muted reason", text: v.reason || "" }));
+      } else {
+        lines.push(el("div", { text: "h=" + v.horizon + "  IC " + fmt(v.ic_mean, 4) + "  p " + fmt(v.p_value, 3) }));
+        lines.push(el("div", { className: "muted", text: "placebo IC " + fmt(v.placebo_ic_mean, 4) }));
+        lines.push(el("div", { className: "muted", text: v.source || "" }));
+      }
+      return el("div", { className: "verdict " + kind }, lines);
     }));
+    var summary = result.summary;
+    if (summary) {
+      $("verdicts").appendChild(el("div", { className: "verdict overall" }, [
+        el("h3", { text: "whole search" }),
+        el("div", { text: summary.n_trials + " trials; PBO " + fmt(summary.pbo, 3) + "; SPA p " + fmt(summary.spa_pvalue, 3) }),
+        el("div", { className: "muted", text: (summary.oos_design && summary.oos_design.text) || "" }),
+        el("div", { className: "muted", text: "costs " + summary.cost_bps_per_side + " bps per side (" + summary.cost_model + ")" })
+      ]));
+    }
     var ic = result.ic_table || [];
     $("ic-table").replaceChildren(table("IC and quantile spread", ["variant", "h", "IC mean", "t", "t (non-overlap)", "p", "IR", "dates", "top-bottom (demeaned)"],
       ic.map(function (r) {
@@ -727,14 +745,8 @@
     document.querySelectorAll(".tab").forEach(function (tab) {
       tab.addEventListener("click", function () { showTab(tab.dataset.tab); });
     });
-    // The first chart does not wait for anything it does not need: the sandbox request starts
-    // with the config request, the coverage table fills in whenever it arrives.
-    var initial = new URLSearchParams(location.search);
-    var early = initial.get("ticker") ? { query: initial.toString(), t0: performance.now(),
-      promise: fetchJson("/api/sandbox?" + initial.toString()) } : null;
-    if (early) { early.promise.catch(function () { /* shown by loadSandbox */ }); }
-    var database = fetchJson("/api/database");
-    fetchJson("/api/config").then(function (config) {
+    var initial = EARLY.params, early = EARLY.sandbox, database = EARLY.database;
+    EARLY.config.then(function (config) {
       state.config = config;
       fillChoices(state.config);
       database.then(renderDatabase).catch(function (error) {
@@ -765,6 +777,23 @@
     });
   }
 
-  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", init); }
-  else { init(); }
+  // The first chart does not wait for anything it does not need: this script runs before
+  // plotly.min.js is parsed, so the sandbox, config and coverage requests are already in
+  // flight while the browser compiles Plotly; the coverage table fills in when it arrives.
+  var EARLY = (function () {
+    var params = new URLSearchParams(location.search);
+    var sandbox = params.get("ticker") ? { query: params.toString(), t0: performance.now(),
+      promise: fetchJson("/api/sandbox?" + params.toString()) } : null;
+    if (sandbox) { sandbox.promise.catch(function () { /* shown by loadSandbox */ }); }
+    var database = fetchJson("/api/database");
+    database.catch(function () { /* shown in the coverage box */ });
+    return { params: params, sandbox: sandbox, config: fetchJson("/api/config"), database: database };
+  })();
+
+  // Draw only once Plotly has run (this script is deferred before it, to start the requests
+  // early; a deferred script runs while the document is already "interactive").
+  if (window.Plotly) { init(); }
+  else {
+    document.querySelector('script[src$="plotly.min.js"]').addEventListener("load", init, { once: true });
+  }
 })();
