@@ -51,8 +51,9 @@ def _xcorr_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PlaceboJob:
-    """One chunk: a signal against several horizons' returns (all oriented so rows are the
-    averaging axis and columns the shuffled axis)."""
+    """One chunk: a signal against several horizons' returns, given as their unit ranks
+    (:func:`unit_ranks`; time series: of the names x dates transpose), computed once for all
+    chunks."""
 
     signal: np.ndarray
     returns: tuple[np.ndarray, ...]
@@ -68,8 +69,7 @@ def placebo_chunk(job: PlaceboJob) -> list[tuple[float, np.ndarray]]:
     rng = np.random.default_rng(job.seed)
     if job.time_series:
         a_all = unit_ranks(np.ascontiguousarray(job.signal.T))  # names x dates
-        for fwd, h in zip(job.returns, job.horizons, strict=True):
-            b = unit_ranks(np.ascontiguousarray(fwd.T))
+        for b, h in zip(job.returns, job.horizons, strict=True):
             names = max(int((np.abs(b).sum(axis=1) > 0).sum()), 1)
             xc = _xcorr_sum(a_all, b) / names
             n = a_all.shape[1]
@@ -84,8 +84,7 @@ def placebo_chunk(job: PlaceboJob) -> list[tuple[float, np.ndarray]]:
     per_order = max(m - 1, 1)
     orders = [rng.permutation(m) for _ in range(-(-job.draws // per_order))]
     a_all = unit_ranks(job.signal)
-    for fwd, _h in zip(job.returns, job.horizons, strict=True):
-        b_all = unit_ranks(fwd)
+    for b_all, _h in zip(job.returns, job.horizons, strict=True):
         dates = max(int((np.abs(b_all).sum(axis=1) > 0).sum()), 1)
         real = float((a_all * b_all).sum()) / dates
         draws = []
@@ -110,8 +109,10 @@ def placebo_stats(signals: dict[str, np.ndarray], returns: dict[int, np.ndarray]
     ``executor`` when given (same numbers as serial: each chunk has its own seed)."""
     horizons: Sequence[int] = tuple(returns)
     names = list(signals)
-    jobs = [PlaceboJob(signals[name], tuple(returns[h] for h in horizons), tuple(horizons),
-                       draws, seed + 7919 * i, time_series) for i, name in enumerate(names)]
+    units = tuple(unit_ranks(np.ascontiguousarray(returns[h].T)) if time_series
+                  else unit_ranks(returns[h]) for h in horizons)
+    jobs = [PlaceboJob(signals[name], units, tuple(horizons), draws, seed + 7919 * i,
+                       time_series) for i, name in enumerate(names)]
     mapper = executor.map if executor is not None else map
     out: dict[tuple[str, int], tuple[float, np.ndarray]] = {}
     for name, results in zip(names, mapper(placebo_chunk, jobs), strict=True):

@@ -313,10 +313,14 @@ class Writer:
         self._depth = 1
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             self._depth = 0
             run(conn, "ROLLBACK")
             self.refresh_metrics_view()
+            if isinstance(exc, duckdb.InterruptException):
+                # Ctrl-C reached DuckDB mid-query: the same as a KeyboardInterrupt for the
+                # caller (nothing of this transaction was stored).
+                raise KeyboardInterrupt from exc
             raise
         self._depth = 0
         run(conn, "COMMIT")
@@ -542,7 +546,12 @@ class Writer:
             raise StoreError("cannot publish inside a transaction")
         from darkpool_analysis.store import publication
 
-        publication.publish(self)
+        try:
+            publication.publish(self)
+        except duckdb.InterruptException as exc:
+            # Ctrl-C during an export: the last generation stays published, the pending
+            # changes stay pending, and the caller sees an ordinary KeyboardInterrupt.
+            raise KeyboardInterrupt from exc
         self._dirty = False
         self._last_publish = time.monotonic()
 
@@ -608,7 +617,10 @@ def open_writer(
                 writer.compact()
         finally:
             try:
-                writer.publish()
+                try:
+                    writer.publish()
+                except KeyboardInterrupt:
+                    writer.publish()  # the signal is spent: publish what was committed
             finally:
                 writer.close()
     finally:

@@ -265,19 +265,21 @@ def _clean(value: Any) -> Any:
 
 def records_json(frame: pd.DataFrame) -> str:
     """``frame`` as a JSON array of records: dates ``YYYY-MM-DD``, NaN/inf -> null."""
-    out = frame.copy(deep=False)
-    for column in out.columns:
-        series = out[column]
+    data: dict[str, Any] = {}
+    for column in frame.columns:
+        series = frame[column]
         if pd.api.types.is_datetime64_any_dtype(series):
             days = series.to_numpy(dtype="datetime64[D]")
             text = np.datetime_as_string(days, unit="D").astype(object)
-            text[pd.isna(series).to_numpy()] = None
-            out[column] = text
+            text[np.isnat(days)] = None
+            data[column] = text
         elif pd.api.types.is_float_dtype(series):
             values = series.to_numpy(dtype=float)
-            if np.isinf(values).any():
-                out[column] = np.where(np.isfinite(values), values, np.nan)
-    return out.to_json(orient="records", double_precision=15)
+            data[column] = (np.where(np.isfinite(values), values, np.nan)
+                            if np.isinf(values).any() else values)
+        else:
+            data[column] = series.to_numpy()
+    return pd.DataFrame(data, copy=False).to_json(orient="records", double_precision=15)
 
 
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -445,16 +447,32 @@ class SandboxService:
         derived = self._derived(request)
         weights = (request.blend_short_weight, request.blend_flow_weight)
         if weights != DEFAULT_BLEND:
-            # Only the three scores depend on the weights: recompute them on the same
-            # warm-up-inclusive rows :func:`sandbox.derive` scored (identical numbers).
+            # Only option B depends on the weights: rescore it on the same warm-up-inclusive
+            # rows :func:`sandbox.derive` scored (identical numbers; the tests compare).
             derived = derived.copy()
-            scores = sandbox.seed_variants(derived, *weights, settings=self.settings)
-            derived[list(scores.columns)] = scores
+            derived["acc_score_b"] = self._option_b(derived, *weights)
         frame = derived.loc[derived["date"] >= pd.Timestamp(request.start)]
         frame = frame.reset_index(drop=True)
         frame.attrs["blend_weights"] = weights
         frame.attrs["metrics_owed"] = history.owed
         return frame
+
+    def _option_b(self, derived: pd.DataFrame, short_weight: float,
+                  flow_weight: float) -> pd.Series:
+        """``acc_score_b`` of :func:`sandbox.seed_variants` for other blend weights: the same
+        inputs (the lit z falls back to a rolling z of ``lit_flow_imbalance`` when the stored
+        one is NULL on every row), the blended short z, the seed's display score."""
+        cfg = self.settings
+        lit_z = derived["lit_flow_imbalance_z"].astype(float)
+        if lit_z.isna().all():
+            lit_z = scoring.rolling_zscore(derived["lit_flow_imbalance"], cfg.short_z_window,
+                                           cfg.zscore_min_periods)
+        blended = (short_weight * derived["short_buy_sell_ratio_z"].astype(float)
+                   + flow_weight * derived["vw_flow_z"].astype(float))
+        return scoring.score_display(blended, lit_z,
+                                     derived["return_z"].astype(float).fillna(0.0),
+                                     derived["otc_participation_z"].astype(float).fillna(0.0),
+                                     cfg)
 
     def _derived(self, request: SandboxRequest) -> pd.DataFrame:
         """:func:`sandbox.derive` at the default weights on the request's rows plus warm-up,
@@ -520,15 +538,15 @@ class SandboxService:
 
         request, frame = result.request, result.frame
         assert request.start is not None and request.end is not None
-        zones = sandbox.zone_counts(frame)
+        zones = {variant: display_zones(frame[column])
+                 for variant, column in sandbox.VARIANT_COLUMNS.items()}
         # gaps do not depend on weights, dot mode or variants: once per range
         gaps = self._gaps.get_or_make(
             (self.version(), request.symbol, request.start, request.end, request.warmup),
             lambda: sandbox.data_gaps(frame, request.start, request.end))
         dates = self.history(request.symbol).rows["date"]
         warm = int(self._warmup_rows(request))
-        zone_table = {str(variant): {name: int(count) for name, count in counts.items()}
-                      for variant, counts in zones.to_dict("index").items()}
+        zone_table = dict(zones)
         if result.lab is not None:
             zone_table.update(lab_zones(result.lab))
         database = self.database()
@@ -630,18 +648,25 @@ def render_figure(fig: Figure, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+def display_zones(scores: pd.Series) -> dict[str, int]:
+    """Days per zone of a 0-100 score (:func:`scoring.zone_label`'s thresholds), counted
+    with numpy: what :func:`sandbox.zone_counts` gives for one variant."""
+    values = pd.to_numeric(scores, errors="coerce").to_numpy(dtype=float)
+    missing = np.isnan(values)
+    accum = int((values >= scoring.ACCUMULATION_THRESHOLD).sum())
+    dist = int((values <= scoring.DISTRIBUTION_THRESHOLD).sum())
+    return {"accumulation": accum, "distribution": dist,
+            "neutral": int(len(values) - accum - dist - missing.sum()),
+            "missing": int(missing.sum())}
+
+
 def lab_zones(lab: Lab) -> dict[str, dict[str, int]]:
     """Days per zone for every lab variant with thresholds (signal >= buy, <= sell)."""
     out: dict[str, dict[str, int]] = {}
     for name, variant in lab.variants.items():
         values = pd.to_numeric(lab.signals[name], errors="coerce").astype(float)
         if variant.scale == "display":
-            labels = pd.Series(scoring.zone_label(values))
-            counts = labels.value_counts(dropna=False)
-            out[name] = {"accumulation": int(counts.get("accumulation", 0)),
-                         "distribution": int(counts.get("distribution", 0)),
-                         "neutral": int(counts.get("neutral", 0)),
-                         "missing": int(values.isna().sum())}
+            out[name] = display_zones(values)
             continue
         if variant.buy is None:
             continue

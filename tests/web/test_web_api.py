@@ -443,3 +443,19 @@ def test_evaluate_error_in_worker_is_a_message(demo_client: TestClient) -> None:
     assert "Traceback" not in status["error"]["error"]
     missing = demo_client.get("/api/evaluate/web-none")
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("weights", [(0.6, 0.4), (0.25, 0.75), (1.0, 0.0)])
+def test_demo_frame_matches_library_at_any_weight(demo_client: TestClient,
+                                                  demo_settings: Settings,
+                                                  weights: tuple[float, float]) -> None:
+    """The built demo database (stored z columns): every column equals sandbox.load's."""
+    short, flow = weights
+    _, body = get_json(demo_client, "/api/sandbox?ticker=GME&start=2025-04-01&end=2025-11-28"
+                                    f"&blend_short_weight={short}&blend_flow_weight={flow}")
+    frame = sandbox.load("GME", "2025-04-01", "2025-11-28", settings=demo_settings,
+                         blend_short_weight=short, blend_flow_weight=flow)
+    rows = pd.DataFrame(body["rows"])
+    for column in frame.columns.drop(["date", "symbol"]):
+        np.testing.assert_allclose(rows[column].astype(float), frame[column], rtol=1e-12,
+                                   equal_nan=True, err_msg=column)
