@@ -8,7 +8,7 @@ consolidates the FINRA facility rows), computes every column with the pure funct
 Incremental builds give the same values as a full build, bit for bit: each symbol's grid runs
 from its first appearance in any source, and a range build loads a warm-up of at least
 ``max(window) + 1`` sessions before ``start`` (every rolling statistic and ``return_1d`` only
-look that far back), aligned to the rolling layout's blocks
+look that far back), aligned to the rolling kernel's exact re-anchoring sessions
 (:func:`~darkpool_analysis.metrics.warmup_block_floor`), then writes only rows inside
 ``[start, end]``. Rows of other symbols or dates are never touched, and
 ``daily_metrics`` holds no timestamps, so rebuilding is deterministic.
