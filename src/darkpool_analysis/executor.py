@@ -294,7 +294,7 @@ def make_executor(spec: str | ExecutorSpec, *, retries: int = DEFAULT_RETRIES
             workers = parsed.workers or default_workers()
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=":0", silence_logs=logging.WARNING))
+                dashboard_address=":0", silence_logs=logging.WARNING))  # no fixed port
             client = stack.enter_context(distributed.Client(cluster, set_as_default=False))
         else:
             try:
