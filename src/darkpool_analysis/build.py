@@ -8,7 +8,7 @@ consolidates the FINRA facility rows), computes every column with the pure funct
 Incremental builds give the same values as a full build, bit for bit: each symbol's grid runs
 from its first appearance in any source, and a range build loads a warm-up of at least
 ``max(window) + 1`` sessions before ``start`` (every rolling statistic and ``return_1d`` only
-look that far back), aligned to the rolling layout's blocks
+look that far back), aligned to the rolling kernel's exact re-anchoring sessions
 (:func:`~darkpool_analysis.metrics.warmup_block_floor`), then writes only rows inside
 ``[start, end]``. Rows of other symbols or dates are never touched, and
 ``daily_metrics`` holds no timestamps, so rebuilding is deterministic.
@@ -51,7 +51,7 @@ from darkpool_analysis.metrics import (
 )
 from darkpool_analysis.otc_metrics import load_otc_inputs, otc_daily_block
 from darkpool_analysis.store import Writer, covers, read_owed, run
-from darkpool_analysis.store.segments import YearSegmentWriter
+from darkpool_analysis.store.segments import SegmentFileWriter
 from darkpool_analysis.symbols import to_feed
 from darkpool_analysis.trading_calendar import (
     CALENDAR_START,
@@ -315,7 +315,7 @@ def _timed(function: Callable[[T], R], argument: T) -> tuple[float, R]:
     return time.perf_counter() - started, result
 
 
-def _write_batch(files: YearSegmentWriter, table: pa.Table) -> float:
+def _write_batch(files: SegmentFileWriter, table: pa.Table) -> float:
     """Append one computed batch to the segment's files; returns its seconds (pyarrow
     writes without the GIL, so this overlaps the next batch's compute)."""
     started = time.perf_counter()
@@ -448,7 +448,7 @@ def build_metrics(
                             ["symbol", "last_date"]]
              if first is not None and last is None else None)
     with writer.transaction() as tx:
-        files = YearSegmentWriter(writer, "daily_metrics")
+        files = SegmentFileWriter(writer, "daily_metrics")
         columns = files.schema.names
         try:
             with ThreadPoolExecutor(max_workers=1,

@@ -407,7 +407,8 @@ def assemble_grid_arrays(
 def session_numbers_of(dates: pd.Series | np.ndarray) -> np.ndarray:
     """Absolute XNYS session index of each date (0 = the calendar's first session).
 
-    Fixes the block layout of :class:`RollingPlan` independently of where a frame starts.
+    Fixes the rolling kernel's anchors (:func:`block_size`) independently of where a frame
+    starts.
     """
     days = _to_days(dates)
     if len(days) == 0:
@@ -425,9 +426,10 @@ def warmup_block_floor(session_number: int, settings: MetricSettings) -> int:
     """First session number a range build must load so its rows equal a full build bit for bit.
 
     One warm-up of ``max(window) + 1`` sessions (``return_1d`` looks one session further
-    back), floored to a block boundary of every window's layout, plus one whole block so the
-    block holding the first loaded row (whose ``return_1d`` is unknown) feeds no window of a
-    written row.
+    back), floored to an anchor session of every window's rolling kernel (a multiple of each
+    :func:`block_size`), plus one whole block: the kernel re-anchors exactly at the next
+    block, whose windows never reach the first loaded row (whose ``return_1d`` is unknown),
+    so every written row's state equals a full build's.
     """
     windows = (settings.short_z_window, settings.return_z_window)
     step = int(np.lcm.reduce([block_size(w) for w in windows]))

@@ -21,7 +21,7 @@ from darkpool_analysis.cli import app
 from darkpool_analysis.config import load_config
 from darkpool_analysis.metrics import assemble_grid, compute_daily_metrics
 from darkpool_analysis.store import open_writer, store_dir_for
-from darkpool_analysis.store.segments import YearSegmentWriter
+from darkpool_analysis.store.segments import SegmentFileWriter
 from darkpool_analysis.trading_calendar import sessions_index
 
 SYMBOLS = ["AAA", "BBB", "BRK.B", "CCC", "DDD"]
@@ -150,7 +150,7 @@ def test_failed_insert_in_the_worker_thread_leaves_the_table_unchanged(
     real_write = build_module._write_batch
     calls: list[int] = []
 
-    def write_then_fail(files: YearSegmentWriter, table: pa.Table) -> float:
+    def write_then_fail(files: SegmentFileWriter, table: pa.Table) -> float:
         calls.append(table.num_rows)
         if len(calls) == 3:
             raise OSError("disk full")

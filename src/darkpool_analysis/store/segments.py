@@ -1,8 +1,10 @@
 """Writing segment files straight from Arrow (the build's write path, off DuckDB's writer).
 
-``daily_metrics`` batches go to one Parquet file per calendar year (rows arrive sorted by
-symbol and date, so each file is too): a one-date scan reads one year's file and a
-one-symbol read prunes row groups by their symbol statistics.
+A build's ``daily_metrics`` batches (sorted by symbol and date) go to one Parquet file per
+segment, row groups of :data:`ROW_GROUP_ROWS`, text columns kept dictionary-encoded: the
+write costs little more than the bytes (a one-symbol read prunes row groups by their symbol
+statistics). Compaction rewrites the table as one file per calendar year, so a one-date scan
+of a compacted table reads one year.
 """
 
 from __future__ import annotations
@@ -40,28 +42,60 @@ def arrow_schema(writer: Writer, table: str) -> pa.Schema:
     return pa.schema([pa.field(str(c), _ARROW_TYPES[str(t)]) for c, t in rows])
 
 
-class YearSegmentWriter:
-    """Append Arrow batches of one table into per-year Parquet files of one new segment.
+def _normalise(batch: pa.Table, target: pa.Schema) -> pa.Table:
+    """``batch`` in ``target``'s column order and types, except that text columns may stay
+    dictionary-encoded (the build's label columns: Parquet keeps the dictionaries, which is
+    much cheaper than re-encoding plain strings)."""
+    columns = []
+    fields = []
+    for field in target:
+        column = batch.column(field.name)
+        kind = column.type
+        if pa.types.is_string(field.type) and pa.types.is_dictionary(kind) and \
+                pa.types.is_string(kind.value_type):
+            fields.append(pa.field(field.name, kind))
+        else:
+            if kind != field.type:
+                column = column.cast(field.type)
+            fields.append(field)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
+
+class SegmentFileWriter:
+    """Append Arrow batches of one table into the Parquet file(s) of one new segment.
+
+    One file by default (rows keep their order, e.g. symbol then date); ``by_year`` splits
+    rows into one file per calendar year of ``date_column`` (what compaction writes).
     Files are fsynced by :meth:`finish`; until :meth:`Writer.add_segment` commits them they
     are unreferenced (a crash leaves them to garbage collection, never to readers).
     """
 
-    def __init__(self, writer: Writer, table: str, date_column: str = "date") -> None:
+    def __init__(self, writer: Writer, table: str, date_column: str = "date", *,
+                 by_year: bool = False) -> None:
         self._writer = writer
         self._table = table
         self._date_column = date_column
+        self._by_year = by_year
         self.schema = arrow_schema(writer, table)
+        self._file_schema: pa.Schema | None = None
         self._files: dict[int, tuple[Path, pq.ParquetWriter]] = {}
         self.rows = 0
 
     def write(self, batch: pa.Table) -> None:
-        """Cast ``batch`` to the table's schema and append it, split by year."""
+        """Append ``batch`` (the table's columns; text may be dictionary-encoded)."""
         if batch.num_rows == 0:
             return
-        batch = batch.select(self.schema.names).cast(self.schema)
+        batch = _normalise(batch, self.schema)
+        if self._file_schema is None:
+            self._file_schema = batch.schema
+        elif batch.schema != self._file_schema:
+            batch = batch.cast(self._file_schema)
+        if not self._by_year:
+            self._file(0).write_table(batch, row_group_size=ROW_GROUP_ROWS)
+            self.rows += batch.num_rows
+            return
         years = pc.year(batch.column(self._date_column)).to_numpy(zero_copy_only=False)
-        # Rows are sorted by (symbol, date), not by year: split with one stable argsort.
         order = np.argsort(years, kind="stable")
         sorted_years = years[order]
         bounds = np.flatnonzero(np.diff(sorted_years)) + 1
@@ -74,18 +108,20 @@ class YearSegmentWriter:
             self._file(year).write_table(part, row_group_size=ROW_GROUP_ROWS)
         self.rows += batch.num_rows
 
-    def _file(self, year: int) -> pq.ParquetWriter:
-        if year not in self._files:
-            path = self._writer.new_segment_path(self._table, f"-{year}")
-            self._files[year] = (path, pq.ParquetWriter(path, self.schema,
-                                                        compression="snappy"))
-        return self._files[year][1]
+    def _file(self, key: int) -> pq.ParquetWriter:
+        if key not in self._files:
+            suffix = f"-{key}" if self._by_year else ""
+            path = self._writer.new_segment_path(self._table, suffix)
+            assert self._file_schema is not None
+            self._files[key] = (path, pq.ParquetWriter(path, self._file_schema,
+                                                       compression="snappy"))
+        return self._files[key][1]
 
     def finish(self) -> list[Path]:
-        """Close and fsync every file; returns them in year order."""
+        """Close and fsync every file; returns them in key (year) order."""
         paths = []
-        for year in sorted(self._files):
-            path, handle = self._files[year]
+        for key in sorted(self._files):
+            path, handle = self._files[key]
             handle.close()
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -104,4 +140,4 @@ class YearSegmentWriter:
         self._files.clear()
 
 
-__all__ = ["ROW_GROUP_ROWS", "YearSegmentWriter", "arrow_schema"]
+__all__ = ["ROW_GROUP_ROWS", "SegmentFileWriter", "arrow_schema"]

@@ -218,9 +218,9 @@ class Writer:
         The build writes through the same files; this is for tools and tests."""
         import pyarrow as pa
 
-        from darkpool_analysis.store.segments import YearSegmentWriter
+        from darkpool_analysis.store.segments import SegmentFileWriter
 
-        files = YearSegmentWriter(self, "daily_metrics")
+        files = SegmentFileWriter(self, "daily_metrics")
         try:
             if frame is not None:
                 table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(

@@ -485,7 +485,10 @@ class SandboxService:
             history = self.history(request.symbol)
             lookback = self.settings.short_z_window if request.warmup else 0
             raw = self._slice(history, request.start, request.end, lookback)
-            raw = raw[["date", "symbol", *sandbox.SEED_NUMERIC_COLUMNS]]
+            # the columns sandbox.load reads (the seed's, plus the extras such as close)
+            wanted = ("date", "symbol", *sandbox.SEED_NUMERIC_COLUMNS,
+                      *getattr(sandbox, "EXTRA_COLUMNS", ()))
+            raw = raw[[c for c in wanted if c in raw.columns]]
             return sandbox.derive(raw, settings=self.settings,
                                   blend_short_weight=DEFAULT_BLEND[0],
                                   blend_flow_weight=DEFAULT_BLEND[1])
