@@ -50,7 +50,8 @@ def test_ctrl_c_leaves_whole_batches_and_a_rerun_completes(tmp_path: Path) -> No
         pytest.fail("the run finished before Ctrl-C arrived; make the days larger")
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "batch in flight was not stored" in stderr
-    stored = lit_rows(db) if db.exists() else pd.DataFrame({"date": pd.Series([], "M8[us]")})
+    empty = pd.DataFrame({"date": pd.Series([], dtype="datetime64[us]")})
+    stored = lit_rows(db) if db.exists() else empty  # Ctrl-C before the first batch
     per_day = stored.groupby(stored["date"].dt.date).size()
     assert (per_day == 25).all()                      # no session stored in part
     assert len(per_day) % 2 == 0 and len(per_day) < len(days)  # whole batches of two only
