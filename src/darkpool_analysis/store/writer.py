@@ -562,7 +562,40 @@ class Writer:
 
         changed = publication.compact(self, full=full)
         self._dirty = self._dirty or changed
+        self._compact_master(force=full)
         return changed
+
+    def _compact_master(self, *, force: bool = False) -> None:
+        """Rewrite the master when a third of its blocks are free (DuckDB reuses free blocks
+        but never shrinks a file): ``COPY FROM DATABASE`` into a new file, then an atomic
+        rename. Sequences keep their values; a crash leaves the old master."""
+        if self._depth:
+            return
+        row = self.conn.execute("SELECT total_blocks, free_blocks FROM pragma_database_size() "
+                                "WHERE database_name = current_database()").fetchone()
+        if row is None:
+            return
+        total, free = int(row[0]), int(row[1])
+        if total < 8 or (not force and free * 3 < total):
+            return
+        name = self.conn.execute("SELECT current_database()").fetchone()[0]
+        tmp = self.master_path.with_name(f".{self.master_path.name}.compact.tmp")
+        tmp.unlink(missing_ok=True)
+        run(self.conn, f"ATTACH '{tmp}' AS darkpool_compact")
+        try:
+            run(self.conn, f'COPY FROM DATABASE "{name}" TO darkpool_compact')
+        finally:
+            run(self.conn, "DETACH darkpool_compact")
+        self._conn.close()  # type: ignore[union-attr]
+        self._conn = None
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.master_path)
+        self._conn = duckdb.connect(str(self.master_path))
+        self.refresh_metrics_view()
 
 
 def _grace_from_env() -> float:
