@@ -290,17 +290,16 @@ def _table(frame: pd.DataFrame, formats: Mapping[str, Callable[[Any], str]],
         return f"<p class='note'>{html.escape(empty)}</p>"
     columns = [c for c in headers if c in frame.columns]
     head = "".join(f"<th>{html.escape(headers[c])}</th>" for c in columns)
-    body = []
-    for _, row in frame.iterrows():
-        cells = []
-        for c in columns:
-            value = row[c]
-            text = formats[c](value) if c in formats else (
-                fmt_num(value) if isinstance(value, (int, float, np.number))
-                and not isinstance(value, bool) else str(value))
-            css = " class='text'" if c in text_columns else ""
-            cells.append(f"<td{css}>{html.escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+    def cell(column: str, value: Any) -> str:
+        text = formats[column](value) if column in formats else (
+            fmt_num(value) if isinstance(value, (int, float, np.number))
+            and not isinstance(value, bool) else str(value))
+        css = " class='text'" if column in text_columns else ""
+        return f"<td{css}>{html.escape(text)}</td>"
+
+    # Column by column (a report table has a handful of rows), then joined row-wise.
+    cells = [[cell(c, v) for v in frame[c].tolist()] for c in columns]
+    body = ["<tr>" + "".join(row) + "</tr>" for row in zip(*cells, strict=True)]
     return (f"<div class='scroll'><table class='numbers'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>")
 

@@ -195,8 +195,8 @@ def fetch_premium(client: PolygonOptionsClient, symbol: str, first: dt.date, las
                 else empty_contracts().assign(symbol=[], date=[]))
     spans = (selected.groupby("ticker")["date"].agg(["min", "max"]) if len(selected)
              else pd.DataFrame(columns=["min", "max"]))
-    bar_jobs = [(str(ticker), pd.Timestamp(row["min"]).date(), pd.Timestamp(row["max"]).date())
-                for ticker, row in spans.iterrows()]
+    bar_jobs = [(str(ticker), pd.Timestamp(lo).date(), pd.Timestamp(hi).date())
+                for ticker, lo, hi in zip(spans.index, spans["min"], spans["max"], strict=True)]
     fetched = [frame for frame in _map(client, client.contract_bars, bar_jobs, "bars",
                                        progress) if not frame.empty]
     bars = pd.concat(fetched, ignore_index=True) if fetched else empty_contract_bars()
