@@ -2,8 +2,10 @@
 
 Reads the inputs through the :class:`~darkpool_analysis.store.Writer` connection (DuckDB SQL
 consolidates the FINRA facility rows), computes every column with the pure functions of
-:mod:`darkpool_analysis.metrics`, and replaces the affected rows in ONE transaction (delete the
-(symbols, date range), insert by name), so a failure leaves the table exactly as it was.
+:mod:`darkpool_analysis.metrics`, writes them straight from Arrow into a new Parquet segment
+(:mod:`darkpool_analysis.store.segments`) and commits that segment, whose cover replaces the
+(symbols, date range) it rebuilt, in ONE master transaction; a failure deletes the files and
+leaves the table exactly as it was.
 
 Incremental builds give the same values as a full build, bit for bit: each symbol's grid runs
 from its first appearance in any source, and a range build loads a warm-up of at least
@@ -68,7 +70,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Grid rows computed and inserted per batch (bounds peak memory; ~60 columns per row).
+#: Grid rows computed and written per batch (bounds peak memory; ~60 columns per row).
 ROWS_PER_BATCH = 1_500_000
 
 #: Facilities whose rows sum to the consolidated (CNMS) row when no CNMS file exists.
@@ -82,7 +84,7 @@ class BuildResult:
     """What a build wrote, and where its time went.
 
     ``read_seconds``/``compute_seconds`` are spent in the calling thread;
-    ``write_seconds`` is the delete + inserts + commit, the inserts running in a worker thread
+    ``write_seconds`` is the Parquet writes + commit, the writes running in a worker thread
     while the next batch is computed, so the three parts can add up to more than ``seconds``.
     """
 
@@ -359,7 +361,7 @@ def build_metrics(
     (the original look-ahead, logged as a warning and stored on every row). Raises
     :class:`NoDataError` when the database holds no short-sale or price data for the request.
 
-    Batch k+1 is read and computed while a worker thread inserts batch k (numpy and DuckDB
+    Batch k+1 is read and computed while a worker thread writes batch k (numpy and DuckDB
     release the GIL); at most two computed batches are alive at a time.
 
     The table stays a function of the raw data alone, whatever order the data came in: a
