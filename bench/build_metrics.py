@@ -225,9 +225,9 @@ def run_compute(db: Path) -> dict[str, float]:
     settings = load_config(db_path=db)
     tables: list[pa.Table] = []
 
-    def keep(files: object, table: pa.Table) -> float:
+    def keep(pool: object, files: object, table: pa.Table) -> list[object]:
         tables.append(table)
-        return 0.0
+        return []
 
     build_module._write_batch = keep  # type: ignore[assignment]
     from darkpool_analysis import kernels, metrics  # noqa: F401 - import cost not in JIT

@@ -18,7 +18,7 @@ look that far back), aligned to the rolling kernel's exact re-anchoring sessions
 The OTC weekly columns come from :mod:`darkpool_analysis.otc_metrics` (point in time by
 default; ``otc_alignment='week'`` is the original look-ahead, warned about and stored on every
 row). Speed: a reading thread fetches batch k+1 while batch k is computed (compiled kernels,
-Arrow arrays straight from numpy) and a writing thread writes batch k-1 (see
+Arrow arrays straight from numpy) and two writing threads write the halves of batch k-1 (see
 ``bench/build_metrics.py`` and BENCHMARKS.md for the measured figures).
 """
 
@@ -73,6 +73,9 @@ R = TypeVar("R")
 #: Grid rows computed and written per batch (bounds peak memory; ~60 columns per row).
 ROWS_PER_BATCH = 1_500_000
 
+#: Batches of at least this many rows are written as two halves by two threads.
+WRITE_SPLIT_ROWS = 262_144
+
 #: Facilities whose rows sum to the consolidated (CNMS) row when no CNMS file exists.
 NMS_FACILITIES = ("FNSQ", "FNQC", "FNYX", "FNRA")
 
@@ -84,8 +87,9 @@ class BuildResult:
     """What a build wrote, and where its time went.
 
     ``read_seconds``/``compute_seconds`` are spent in the calling thread;
-    ``write_seconds`` is the Parquet writes + commit, the writes running in a worker thread
-    while the next batch is computed, so the three parts can add up to more than ``seconds``.
+    ``write_seconds`` is the Parquet writes (summed over the two writing threads) + commit,
+    the writes running while the next batch is computed, so the three parts can add up to
+    more than ``seconds``.
     """
 
     symbols: int
@@ -317,12 +321,23 @@ def _timed(function: Callable[[T], R], argument: T) -> tuple[float, R]:
     return time.perf_counter() - started, result
 
 
-def _write_batch(files: SegmentFileWriter, table: pa.Table) -> float:
-    """Append one computed batch to the segment's files; returns its seconds (pyarrow
-    writes without the GIL, so this overlaps the next batch's compute)."""
+def _write_part(files: SegmentFileWriter, table: pa.Table, part: int) -> float:
+    """Append ``table`` to file ``part`` of the segment; returns its seconds (pyarrow writes
+    without the GIL, so this overlaps the next batch's compute)."""
     started = time.perf_counter()
-    files.write(table)
+    files.write(table, part)
     return time.perf_counter() - started
+
+
+def _write_batch(pool: ThreadPoolExecutor, files: SegmentFileWriter,
+                 table: pa.Table) -> list[Future[float]]:
+    """Hand one computed batch to the writing threads: a large batch in two halves, one per
+    file and thread (Parquet encoding is the build's largest CPU cost), a small one whole."""
+    if table.num_rows < WRITE_SPLIT_ROWS:
+        return [pool.submit(_write_part, files, table, 0)]
+    half = table.num_rows // 2
+    return [pool.submit(_write_part, files, table.slice(0, half), 0),
+            pool.submit(_write_part, files, table.slice(half), 1)]
 
 
 def _cover_of(symbols: Sequence[str] | None, start: dt.date | None, end: dt.date | None,
@@ -361,8 +376,9 @@ def build_metrics(
     (the original look-ahead, logged as a warning and stored on every row). Raises
     :class:`NoDataError` when the database holds no short-sale or price data for the request.
 
-    Batch k+1 is read and computed while a worker thread writes batch k (numpy and DuckDB
-    release the GIL); at most two computed batches are alive at a time.
+    Batch k+1 is read while batch k is computed and two worker threads write the halves of
+    batch k-1 (numpy, numba, DuckDB and pyarrow release the GIL); at most two computed
+    batches are alive at a time.
 
     The table stays a function of the raw data alone, whatever order the data came in: a
     range build also writes the no-data session rows that a symbol's new data turns into
@@ -453,13 +469,13 @@ def build_metrics(
         files = SegmentFileWriter(writer, "daily_metrics")
         columns = files.schema.names
         try:
-            with ThreadPoolExecutor(max_workers=1,
+            with ThreadPoolExecutor(max_workers=2,
                                     thread_name_prefix="daily-metrics-write") as pool, \
                     ThreadPoolExecutor(max_workers=1,
                                        thread_name_prefix="daily-metrics-read") as reader:
                 # Schedule: read k+1 || compute k || write k-1 (DuckDB, numpy/numba and
                 # pyarrow release the GIL; only the reading thread uses the connection).
-                pending: Future[float] | None = None
+                pending: list[Future[float]] = []
                 next_read = reader.submit(_timed, read, batches[0]) if batches else None
                 # numba's first-call cost overlaps the first read.
                 warm_up = pool.submit(_warm_up_kernels) if batches else None
@@ -476,16 +492,14 @@ def build_metrics(
                     metrics = compute(batch_spans, inputs, columns)
                     compute_seconds += time.perf_counter() - tick
                     del inputs
-                    if pending is not None:
-                        write_seconds += pending.result()
-                    pending = pool.submit(_write_batch, files, metrics)
+                    write_seconds += sum(f.result() for f in pending)
+                    pending = _write_batch(pool, files, metrics)
                     written += metrics.num_rows
                     del metrics
                     done += int(approx_rows[part].sum())
                     if progress is not None:
                         progress(done, total_rows)
-                if pending is not None:
-                    write_seconds += pending.result()
+                write_seconds += sum(f.result() for f in pending)
             tick = time.perf_counter()
             paths = files.finish()
         except BaseException:

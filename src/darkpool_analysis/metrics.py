@@ -873,14 +873,19 @@ def compute_daily_metrics_arrow(
         if keep.all():
             keep = None
     result: list[pa.Array] = []
+    n_rows = len(arrays) if keep is None else int(np.count_nonzero(keep))
+    # One all-NULL array per type, shared by every column without data (e.g. no lit or OTC
+    # rows): each would otherwise allocate and zero its own buffers.
+    nulls: dict[pa.DataType, pa.Array] = {}
     for field in DAILY_METRICS_ARROW_SCHEMA:
         value = columns[field.name]
         if isinstance(value, Labels):
             result.append(_label_array(value, field.type.index_type, keep))
             continue
-        n_rows = len(arrays) if keep is None else int(np.count_nonzero(keep))
         if value is null:
-            result.append(pa.nulls(n_rows, type=field.type))
+            if field.type not in nulls:
+                nulls[field.type] = pa.nulls(n_rows, type=field.type)
+            result.append(nulls[field.type])
             continue
         data = np.asarray(value)
         if keep is not None:

@@ -147,18 +147,18 @@ def test_failed_insert_in_the_worker_thread_leaves_the_table_unchanged(
     with open_writer(db_path) as writer:
         build_metrics(writer, cfg)
     before = _table(db_path)
-    real_write = build_module._write_batch
+    real_write = build_module._write_part
     calls: list[int] = []
 
-    def write_then_fail(files: SegmentFileWriter, table: pa.Table) -> float:
+    def write_then_fail(files: SegmentFileWriter, table: pa.Table, part: int) -> float:
         calls.append(table.num_rows)
         if len(calls) == 3:
             raise OSError("disk full")
-        return real_write(files, table)
+        return real_write(files, table, part)
 
     data_dir = store_dir_for(db_path) / "data" / "daily_metrics"
     files_before = sorted(data_dir.iterdir())
-    monkeypatch.setattr(build_module, "_write_batch", write_then_fail)
+    monkeypatch.setattr(build_module, "_write_part", write_then_fail)
     with open_writer(db_path) as writer:
         with pytest.raises(OSError, match="disk full"):
             build_metrics(writer, cfg, rows_per_batch=150)
@@ -177,6 +177,22 @@ def test_batches_give_the_same_table(db_path: Path) -> None:
     with open_writer(db_path) as writer:
         build_metrics(writer, cfg, rows_per_batch=100)
     pd.testing.assert_frame_equal(_table(db_path), one_batch, check_exact=True)
+
+
+def test_batches_written_in_two_halves_give_the_same_table(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two writing threads (each batch split between two files) change no row."""
+    _load(db_path)
+    cfg = load_config(db_path=db_path)
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg)
+    whole = _table(db_path)
+    monkeypatch.setattr(build_module, "WRITE_SPLIT_ROWS", 2)
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg, rows_per_batch=100)
+        files = writer.segments("daily_metrics")["daily_metrics"][-1].files
+    assert len(files) == 2
+    pd.testing.assert_frame_equal(_table(db_path), whole, check_exact=True)
 
 
 def test_cli_build(db_path: Path) -> None:
