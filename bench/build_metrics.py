@@ -73,9 +73,12 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def generate(db: Path, n_symbols: int, n_sessions: int, seed: int = 0) -> int:
+def generate(db: Path, n_symbols: int, n_sessions: int, seed: int = 0,
+             layout: str = "date") -> int:
     """Write synthetic CNMS rows (5% missing) and bars for every symbol into the writer's
-    master store of ``db``; return grid rows."""
+    master store of ``db``; return grid rows. ``layout='date'`` stores the rows session by
+    session, as ``darkpool ingest`` does (one file per session); ``'symbol'`` symbol by
+    symbol (the layout of earlier rounds of this bench, which no ingest produces)."""
     rng = np.random.default_rng(seed)
     days = sessions_index("2015-01-02", "2025-12-31")[-n_sessions:].values.astype("datetime64[D]")
     n = n_symbols * n_sessions
@@ -101,8 +104,13 @@ def generate(db: Path, n_symbols: int, n_sessions: int, seed: int = 0) -> int:
     with open_writer(db, publish_interval=1e9) as writer, writer.transaction() as tx:
         tx.register("short_rows", short_table)
         tx.register("price_rows", price_table)
-        tx.execute("INSERT INTO finra_short_daily_raw BY NAME SELECT * FROM short_rows")
-        tx.execute("INSERT INTO prices_daily BY NAME SELECT * FROM price_rows")
+        short_order, price_order = (("trade_date, symbol_norm", "date, symbol")
+                                    if layout == "date" else ("symbol_norm, trade_date",
+                                                              "symbol, date"))
+        tx.execute("INSERT INTO finra_short_daily_raw BY NAME SELECT * FROM short_rows "
+                   f"ORDER BY {short_order}")
+        tx.execute("INSERT INTO prices_daily BY NAME SELECT * FROM price_rows "
+                   f"ORDER BY {price_order}")
         tx.unregister("short_rows")
         tx.unregister("price_rows")
         # written behind the Writer's API: have the publication export them whole
@@ -317,6 +325,9 @@ def main() -> None:
                         help="skip the pandas baseline above this many grid rows")
     parser.add_argument("--small", default="250x1260",
                         help="SYMBOLSxSESSIONS of the ~30 MB database for the publish figure")
+    parser.add_argument("--layout", choices=["date", "symbol"], default="date",
+                        help="order of the raw rows in the store: by session, as the ingest "
+                             "writes them (default), or by symbol")
     parser.add_argument("--phase", choices=["build", "compute", "pandas", "update", "publish"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -346,7 +357,7 @@ def main() -> None:
         size = f"{n_symbols}x{n_sessions}"
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(tmp) / "bench.duckdb"
-            generate(db, n_symbols, n_sessions)
+            generate(db, n_symbols, n_sessions, layout=args.layout)
             build = _best("build", db, args.repeat)
             ours = _best("compute", db, args.repeat)
             line = (f"{size:>12} {build['rows']:>11,} | {build['seconds']:>7.2f} "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -314,6 +315,36 @@ def _warm_up_kernels() -> None:
     kernels.warm_up()
 
 
+_kernels_ready: Future[None] | None = None
+_kernels_lock = threading.Lock()
+
+
+def warm_up_kernels_in_background() -> Future[None]:
+    """Start loading the compiled kernels in a daemon thread, once per process.
+
+    Importing numba and loading the cached machine code takes about half a second; a daily
+    update calls this before it parses its files (and every build before its first query),
+    so that cost overlaps the ingest and the reads instead of adding to them. The returned
+    future raises what the warm-up raised.
+    """
+    global _kernels_ready
+    with _kernels_lock:
+        if _kernels_ready is None:
+            ready: Future[None] = Future()
+
+            def warm_up() -> None:
+                try:
+                    _warm_up_kernels()
+                except Exception as exc:  # noqa: BLE001 - raised by the build that waits
+                    ready.set_exception(exc)
+                else:
+                    ready.set_result(None)
+
+            threading.Thread(target=warm_up, name="kernel-warm-up", daemon=True).start()
+            _kernels_ready = ready
+        return _kernels_ready
+
+
 def _timed(function: Callable[[T], R], argument: T) -> tuple[float, R]:
     """``function(argument)`` and its seconds (for work handed to another thread)."""
     started = time.perf_counter()
@@ -388,6 +419,7 @@ def build_metrics(
     a request without any data empties its rows instead of raising (raw data was removed).
     """
     started = time.perf_counter()
+    kernels_ready = warm_up_kernels_in_background()
     alignment: OtcAlignment = otc_alignment or settings.otc_alignment
     if alignment not in ("published", "week"):
         raise ValueError(f"otc_alignment must be 'published' or 'week', got {alignment!r}")
@@ -477,14 +509,10 @@ def build_metrics(
                 # pyarrow release the GIL; only the reading thread uses the connection).
                 pending: list[Future[float]] = []
                 next_read = reader.submit(_timed, read, batches[0]) if batches else None
-                # numba's first-call cost overlaps the first read.
-                warm_up = pool.submit(_warm_up_kernels) if batches else None
                 for k, part in enumerate(batches):
                     assert next_read is not None
                     seconds_read, (batch_spans, inputs) = next_read.result()
-                    if warm_up is not None:
-                        warm_up.result()
-                        warm_up = None
+                    kernels_ready.result()
                     read_seconds += seconds_read
                     next_read = (reader.submit(_timed, read, batches[k + 1])
                                  if k + 1 < len(batches) else None)

@@ -106,6 +106,14 @@ def required_date(value: str, option: str) -> dt.date:
     return day
 
 
+def prepare_build() -> None:
+    """Start loading the build's compiled kernels in the background (an ingest that will
+    rebuild calls this first: numba's import then overlaps the parsing)."""
+    from darkpool_analysis.build import warm_up_kernels_in_background
+
+    warm_up_kernels_in_background()
+
+
 def auto_build(writer: Writer, settings: Settings) -> None:
     """Finish every ``daily_metrics`` rebuild the raw data is owed (after an ingest).
 

@@ -26,6 +26,7 @@ from darkpool_analysis.cli.app import (
     err_console,
     handle_errors,
     ingest_app,
+    prepare_build,
     required_date,
 )
 
@@ -129,6 +130,8 @@ def finra_short(
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
     families = [f.value for f in family or [Family.CNMS]]
+    if not no_build:
+        prepare_build()
     with open_writer(settings.db_path) as writer:
         with Progress(*columns, console=err_console, transient=False) as bar:
             summary = ingest_finra_short(settings, first, last, families, writer=writer,

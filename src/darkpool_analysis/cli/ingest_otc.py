@@ -19,6 +19,7 @@ from darkpool_analysis.cli.app import (
     handle_errors,
     ingest_app,
     parse_date,
+    prepare_build,
 )
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ def finra_otc(
     if from_file is not None and from_dir is not None:
         raise typer.BadParameter("use either --from-file or --from-dir")
     settings = config()
+    if not no_build:
+        prepare_build()
     with open_writer(settings.db_path) as writer:
         if from_file is not None or from_dir is not None:
             paths = [from_file] if from_file is not None else ingest.files_in(from_dir)

@@ -16,6 +16,7 @@ from darkpool_analysis.cli.app import (
     console,
     handle_errors,
     ingest_app,
+    prepare_build,
     required_date,
 )
 from darkpool_analysis.errors import ConfigError, NoDataError
@@ -95,6 +96,8 @@ def prices_command(
                else tickers_in_dir(from_dir) if from_dir is not None else None)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
+    if not no_build:
+        prepare_build()
     with open_writer(settings.db_path) as writer, Progress(
             *columns, console=console, transient=True) as bar:
         tasks = {"fetch": bar.add_task("fetch", total=None),
