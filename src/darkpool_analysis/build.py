@@ -74,6 +74,10 @@ R = TypeVar("R")
 #: Grid rows computed and written per batch (bounds peak memory; ~60 columns per row).
 ROWS_PER_BATCH = 1_500_000
 
+#: Calendar days per tile of the written rows (about half a year of sessions; see
+#: :func:`~darkpool_analysis.metrics.tile_order`).
+TILE_DAYS = 183
+
 #: Batches of at least this many rows are written as two halves by two threads.
 WRITE_SPLIT_ROWS = 262_144
 
@@ -489,7 +493,7 @@ def build_metrics(
         short, prices, lit, otc = inputs
         grid = assemble_grid_arrays(short, prices, lit, spans=batch_spans)
         metrics = compute_daily_metrics_arrow(grid, settings, otc, otc_alignment=alignment,
-                                              write_from=write_from)
+                                              write_from=write_from, tile_days=TILE_DAYS)
         return _to_arrow(metrics, columns)
 
     written = done = 0

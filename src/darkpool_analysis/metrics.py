@@ -835,8 +835,23 @@ def _float_array(values: np.ndarray) -> pa.Array:
                                  null_count=nulls)
 
 
+def tile_order(days: np.ndarray, tile_days: int) -> np.ndarray:
+    """Row order of rows sorted by symbol then date that groups them into tiles of
+    ``tile_days`` calendar days (symbol then date inside each tile; ``days`` since
+    1970-01-01).
+
+    Written in this order, each Parquet row group covers a range of symbols *and* of dates,
+    so both common reads prune by the row groups' statistics: one symbol's history (the
+    sandbox) and one date of every symbol (the scanner, the dark index), which in a plain
+    symbol-major file would decode every row of the table.
+    """
+    tiles = (np.asarray(days, dtype=np.int64) // tile_days).astype(np.int32)
+    return np.argsort(tiles, kind="stable")
+
+
 def _label_array(labels: Labels, index: pa.DataType, keep: np.ndarray | None) -> pa.Array:
-    """A dictionary array over the label codes (code -1 = NULL)."""
+    """A dictionary array over the label codes (code -1 = NULL); ``keep``: a mask or the
+    row positions to return."""
     codes = labels.codes if keep is None else labels.codes[keep]
     dtype = index.to_pandas_dtype()
     if len(labels.categories) > np.iinfo(dtype).max:
@@ -856,6 +871,7 @@ def compute_daily_metrics_arrow(
     *,
     otc_alignment: str | None = None,
     write_from: np.datetime64 | pd.Timestamp | None = None,
+    tile_days: int | None = None,
 ) -> pa.Table:
     """:func:`compute_daily_metrics` as an Arrow table built straight from the arrays.
 
@@ -863,6 +879,8 @@ def compute_daily_metrics_arrow(
     tables of one build can go to one file). Float columns share the computed arrays'
     buffers; only the NaN -> NULL validity bitmaps are new. ``write_from`` keeps only rows
     dated on or after it (a range build's warm-up rows are computed, not returned).
+    ``tile_days`` returns the rows in :func:`tile_order` (one gather per column, in place of
+    the copy ``write_from`` makes) instead of symbol then date.
     """
     arrays = grid if isinstance(grid, GridArrays) else GridArrays.from_frame(grid)
     columns, null = _daily_metrics_columns(arrays, settings, otc, otc_alignment)
@@ -872,8 +890,12 @@ def compute_daily_metrics_arrow(
         keep = arrays.days >= first_day
         if keep.all():
             keep = None
+    if tile_days is not None:
+        rows = np.arange(len(arrays)) if keep is None else np.flatnonzero(keep)
+        keep = rows[tile_order(arrays.days[rows], tile_days)]
     result: list[pa.Array] = []
-    n_rows = len(arrays) if keep is None else int(np.count_nonzero(keep))
+    n_rows = len(arrays) if keep is None else (
+        int(np.count_nonzero(keep)) if keep.dtype == bool else len(keep))
     # One all-NULL array per type, shared by every column without data (e.g. no lit or OTC
     # rows): each would otherwise allocate and zero its own buffers.
     nulls: dict[pa.DataType, pa.Array] = {}

@@ -9,6 +9,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dm_fixtures import write_prices, write_short
 from hypothesis import HealthCheck, given, settings
@@ -19,8 +20,9 @@ from darkpool_analysis import build as build_module
 from darkpool_analysis.build import build_metrics
 from darkpool_analysis.cli import app
 from darkpool_analysis.config import load_config
-from darkpool_analysis.metrics import assemble_grid, compute_daily_metrics
+from darkpool_analysis.metrics import assemble_grid, compute_daily_metrics, tile_order
 from darkpool_analysis.store import open_writer, store_dir_for
+from darkpool_analysis.store import segments as segments_module
 from darkpool_analysis.store.segments import SegmentFileWriter
 from darkpool_analysis.trading_calendar import sessions_index
 
@@ -193,6 +195,44 @@ def test_batches_written_in_two_halves_give_the_same_table(
         files = writer.segments("daily_metrics")["daily_metrics"][-1].files
     assert len(files) == 2
     pd.testing.assert_frame_equal(_table(db_path), whole, check_exact=True)
+
+
+def test_tile_order_groups_rows_by_tile_keeping_symbol_then_date() -> None:
+    # two symbols x five days, sorted by symbol then date; tiles of 3 days
+    days = np.array([0, 1, 2, 3, 4, 1, 2, 3, 4, 5])
+    symbols = np.array(list("AAAAABBBBB"))
+    order = tile_order(days, 3)
+    assert list(zip(symbols[order], days[order], strict=True)) == [
+        ("A", 0), ("A", 1), ("A", 2), ("B", 1), ("B", 2),
+        ("A", 3), ("A", 4), ("B", 3), ("B", 4), ("B", 5)]
+
+
+def test_segment_row_groups_cover_a_range_of_symbols_and_of_dates(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each written row group spans at most two adjacent tiles of dates (a plain
+    symbol-major file spans the whole history in every group), and the table is the same."""
+    _load(db_path)
+    cfg = load_config(db_path=db_path)
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg)
+    whole = _table(db_path)
+    monkeypatch.setattr(build_module, "TILE_DAYS", 61)
+    monkeypatch.setattr(segments_module, "ROW_GROUP_ROWS", 150)
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg)
+        files = writer.segments("daily_metrics")["daily_metrics"][-1].files
+    pd.testing.assert_frame_equal(_table(db_path), whole, check_exact=True)
+    spans = []
+    for name in files:
+        meta = pq.ParquetFile(store_dir_for(db_path) / name).metadata
+        date = meta.schema.to_arrow_schema().get_field_index("date")
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(date).statistics
+            first, last = (np.datetime64(v, "D").astype(np.int64) // 61
+                           for v in (stats.min, stats.max))
+            spans.append(int(last - first))
+    assert len(spans) > 5
+    assert max(spans) <= 1
 
 
 def test_cli_build(db_path: Path) -> None:

@@ -216,12 +216,17 @@ def connect_readonly(db_path: Path, *, timeout: float = 30.0) -> duckdb.DuckDBPy
     while (generation := current_generation(store_dir)) is not None:
         _, duck_path = catalogue_paths(store_dir, generation)
         try:
-            return duckdb.connect(str(duck_path), read_only=True)
+            conn = duckdb.connect(str(duck_path), read_only=True)
         except duckdb.IOException as exc:
             # Collected between reading CURRENT and opening it (a reader paused for longer
             # than the grace period): read CURRENT again.
             if duck_path.exists() or time.monotonic() >= deadline:
                 raise StoreError(f"could not open {duck_path} read-only: {exc}") from exc
+            continue
+        # Segment files never change once written: each file's footer is parsed once per
+        # connection, not once per query.
+        conn.execute("SET parquet_metadata_cache = true")
+        return conn
     if not path.exists():
         raise StoreError(
             f"no database at {path}",
