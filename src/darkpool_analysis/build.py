@@ -54,7 +54,7 @@ from darkpool_analysis.metrics import (
 )
 from darkpool_analysis.otc_metrics import load_otc_inputs, otc_daily_block
 from darkpool_analysis.store import Writer, covers, read_owed, run
-from darkpool_analysis.store.segments import SegmentFileWriter
+from darkpool_analysis.store.segments import TILE_DAYS, SegmentFileWriter
 from darkpool_analysis.symbols import to_feed
 from darkpool_analysis.trading_calendar import (
     CALENDAR_START,
@@ -73,10 +73,6 @@ R = TypeVar("R")
 
 #: Grid rows computed and written per batch (bounds peak memory; ~60 columns per row).
 ROWS_PER_BATCH = 1_500_000
-
-#: Calendar days per tile of the written rows (about half a year of sessions; see
-#: :func:`~darkpool_analysis.metrics.tile_order`).
-TILE_DAYS = 183
 
 #: Batches of at least this many rows are written as two halves by two threads.
 WRITE_SPLIT_ROWS = 262_144

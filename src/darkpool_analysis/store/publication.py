@@ -40,6 +40,7 @@ from darkpool_analysis.store.schema import (
     schema_version,
     table_exists,
 )
+from darkpool_analysis.store.segments import ROW_GROUP_ROWS, TILE_DAYS
 
 if TYPE_CHECKING:
     from darkpool_analysis.store.writer import SegmentRow, Writer
@@ -252,8 +253,10 @@ def _merge_newest(writer: Writer, table: str) -> bool:
 
 
 def _rewrite_metrics(writer: Writer, source: str) -> tuple[list[Path], int]:
-    """``daily_metrics`` as one file per year, sorted by symbol and date (a one-date scan
-    reads one year, a one-symbol read prunes row groups)."""
+    """``daily_metrics`` as one file per year in the build's tiles (half a year of every
+    symbol, symbol then date inside; row groups of ``ROW_GROUP_ROWS``): a one-date read
+    decodes one tile, a one-symbol read one row group per tile."""
+
     conn = writer.conn
     years = [int(r[0]) for r in conn.execute(
         f"SELECT DISTINCT year(date) FROM {source} ORDER BY 1").fetchall()]
@@ -262,8 +265,10 @@ def _rewrite_metrics(writer: Writer, source: str) -> tuple[list[Path], int]:
     for year in years:
         path = writer.new_segment_path("daily_metrics", f"-{year}")
         total += int(conn.execute(
-            f"COPY (SELECT * FROM {source} WHERE year(date) = {year} ORDER BY symbol, date) "
-            f"TO {_literal(path)} (FORMAT parquet)").fetchall()[0][0])
+            f"COPY (SELECT * FROM {source} WHERE year(date) = {year} ORDER BY "
+            f"(date - DATE '1970-01-01') // {TILE_DAYS}, symbol, date) "
+            f"TO {_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+        ).fetchall()[0][0])
         _fsync(path)
         files.append(path)
     return files, total

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 #: plain symbol-major file: 16 ms and 265-480 ms).
 ROW_GROUP_ROWS = 16_384
 
+#: Calendar days per tile of ``daily_metrics`` rows in its files (about half a year of
+#: sessions; see :func:`~darkpool_analysis.metrics.tile_order`).
+TILE_DAYS = 183
+
 #: Columns whose row-group min/max statistics readers prune by (a symbol, a date range).
 _PRUNING_COLUMNS = ("symbol", "symbol_norm", "date", "trade_date", "week_start_date")
 
@@ -147,4 +151,4 @@ class SegmentFileWriter:
         self._files.clear()
 
 
-__all__ = ["ROW_GROUP_ROWS", "SegmentFileWriter", "arrow_schema"]
+__all__ = ["ROW_GROUP_ROWS", "TILE_DAYS", "SegmentFileWriter", "arrow_schema"]
