@@ -298,6 +298,23 @@ def test_page_and_assets_are_served_locally(client: TestClient) -> None:
     assert client.get("/static/app.css").status_code == 200
 
 
+def test_static_assets_are_compressed_and_revalidated(client: TestClient) -> None:
+    raw = client.get(f"/static/{PLOTLY_BUNDLE}", headers={"Accept-Encoding": "identity"})
+    zipped = client.get(f"/static/{PLOTLY_BUNDLE}", headers={"Accept-Encoding": "gzip, br"})
+    assert "content-encoding" not in raw.headers
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.content == raw.content  # the client decoded it: the same bytes
+    assert int(zipped.headers["content-length"]) < len(raw.content) / 2
+    for path in ("/static/app.js", "/static/app.css", f"/static/{PLOTLY_BUNDLE}"):
+        first = client.get(path)
+        assert first.status_code == 200 and first.headers["vary"] == "Accept-Encoding"
+        again = client.get(path, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+    assert client.get("/static/app.js").headers["cache-control"] == "no-cache"
+    assert client.get("/static/missing.js").status_code == 404
+    assert client.get("/static/index.html").status_code == 404
+
+
 def test_hostile_ticker_is_never_reflected(client: TestClient) -> None:
     hostile = "%3Cscript%3Ealert(1)%3C%2Fscript%3E"
     page = client.get(f"/?ticker={hostile}")
