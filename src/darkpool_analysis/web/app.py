@@ -19,8 +19,10 @@ data 404, a busy render pool 503 and a slow render 504; never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import functools
 import gzip
 import hashlib
 import logging
@@ -30,7 +32,6 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -233,54 +234,45 @@ class RenderPool:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class StaticAssets:
-    """The page's files, read once and kept in memory with their gzip form and an ETag.
+#: Media types of the page's files (``/`` and ``/static/NAME``).
+ASSET_KINDS: Final = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 
-    A browser that accepts gzip gets the compressed body (a third of the Plotly bundle's
-    bytes, in one write); a revalidation with a matching ``If-None-Match`` gets 304.
+
+@functools.lru_cache(maxsize=32)
+def _asset(name: str) -> tuple[bytes, bytes, str]:
+    """A file of the package's ``static/`` folder: its bytes, their gzip form and an ETag.
+
+    Read once per process (the files are part of the installed package), so requests are
+    answered from memory on the event loop.
     """
+    item = resources.files(STATIC).joinpath("static", name)
+    if not item.is_file():
+        raise StarletteHTTPException(404)
+    body = item.read_bytes()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return body, gzip.compress(body, 6, mtime=0), etag
 
-    KINDS: Final = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 
-    def __init__(self, folder: Traversable) -> None:
-        self._folder = folder
-        self._cache: dict[str, tuple[bytes, bytes, str]] = {}
-        self._lock = threading.Lock()
+def _preload_assets() -> None:
+    """Read and compress every file of ``static/`` now, so no request waits for it."""
+    for item in resources.files(STATIC).joinpath("static").iterdir():
+        if Path(item.name).suffix in ASSET_KINDS:
+            _asset(item.name)
 
-    def _load(self, name: str) -> tuple[bytes, bytes, str]:
-        with self._lock:
-            cached = self._cache.get(name)
-            if cached is None:
-                item = self._folder.joinpath(name)
-                if not item.is_file():
-                    raise StarletteHTTPException(404)
-                body = item.read_bytes()
-                etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-                cached = self._cache[name] = (body, gzip.compress(body, 6, mtime=0), etag)
-        return cached
 
-    def preload(self) -> None:
-        """Read and compress every file now (the first page load then waits for none)."""
-        for item in self._folder.iterdir():
-            if Path(item.name).suffix in self.KINDS:
-                self._load(item.name)
-
-    def body(self, name: str) -> bytes:
-        """The bytes of ``name`` as stored."""
-        return self._load(name)[0]
-
-    def response(self, name: str, request: Request, cache: str) -> Response:
-        """``name`` (gzip when accepted), or 304 when the browser's copy is current."""
-        body, zipped, etag = self._load(name)
-        headers = {"Cache-Control": cache, "ETag": etag, "Vary": "Accept-Encoding",
-                   "X-Content-Type-Options": "nosniff"}
-        kind = self.KINDS[Path(name).suffix]
-        if etag in request.headers.get("if-none-match", ""):
-            return Response(status_code=304, headers=headers)
-        if "gzip" in request.headers.get("accept-encoding", ""):
-            headers["Content-Encoding"] = "gzip"
-            return Response(zipped, media_type=kind, headers=headers)
-        return Response(body, media_type=kind, headers=headers)
+def _asset_response(name: str, request: Request, cache: str) -> Response:
+    """``name`` gzip-compressed when the browser accepts it (a third of the Plotly bundle's
+    bytes), or 304 when its copy is current (``If-None-Match``)."""
+    body, zipped, etag = _asset(name)
+    headers = {"Cache-Control": cache, "ETag": etag, "Vary": "Accept-Encoding",
+               "X-Content-Type-Options": "nosniff"}
+    kind = ASSET_KINDS[Path(name).suffix]
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(zipped, media_type=kind, headers=headers)
+    return Response(body, media_type=kind, headers=headers)
 
 
 class RenderBusy(Exception):
@@ -343,8 +335,8 @@ def create_app(settings: Settings) -> FastAPI:
     jobs = JobManager(settings)
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=_warm_up, args=(_app.state.assets,), daemon=True,
-                         name="warm-up").start()
+        await asyncio.to_thread(_preload_assets)  # before the first request is accepted
+        threading.Thread(target=_warm_imports, daemon=True, name="warm-imports").start()
         yield
         renders.shutdown()
         jobs.shutdown()
@@ -418,8 +410,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- page and assets --
 
-    page_dir = resources.files(STATIC).joinpath("static")
-    assets = app.state.assets = StaticAssets(page_dir)
     csp = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; "
            "style-src 'self' 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
            "frame-ancestors 'none'")
@@ -429,13 +419,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
-        return Response(assets.body("index.html"), media_type="text/html; charset=utf-8",
+        return Response(_asset("index.html")[0], media_type="text/html; charset=utf-8",
                         headers={"Content-Security-Policy": csp, "Cache-Control": "no-store",
                                  "X-Content-Type-Options": "nosniff"})
 
     @app.get(f"/static/{PLOTLY_BUNDLE}", include_in_schema=False)
-    def plotly_bundle(request: Request) -> Response:
-        return assets.response(PLOTLY_BUNDLE, request,
+    async def plotly_bundle(request: Request) -> Response:
+        return _asset_response(PLOTLY_BUNDLE, request,
                                cache="public, max-age=31536000, immutable")
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
@@ -449,7 +439,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def static(name: str, request: Request) -> Response:
         if "/" in name or Path(name).suffix not in (".js", ".css") or name.startswith("."):
             raise StarletteHTTPException(404)
-        return assets.response(name, request, cache="no-cache")
+        return _asset_response(name, request, cache="no-cache")
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, Any]:
@@ -743,13 +733,11 @@ def _universe_tickers(items: list[str]) -> str:
     return ",".join(t.strip() for t in items)
 
 
-def _warm_up(assets: StaticAssets) -> None:
-    """Read the page's files and import what the first requests need while the server waits
-    for them (a cold import of pandas-heavy modules costs about a second on a loaded
-    machine)."""
+def _warm_imports() -> None:
+    """Import what the first requests need while the server waits for them (a cold import
+    of pandas-heavy modules costs about a second on a loaded machine)."""
     import importlib
 
-    assets.preload()
     for name in ("darkpool_analysis.views.sandbox_chart", "darkpool_analysis.views.lab_chart",
                  "darkpool_analysis.market", "darkpool_analysis.signals",
                  "darkpool_analysis.evaluation.runner"):
