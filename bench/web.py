@@ -10,11 +10,14 @@ sessions), starts ``darkpool web`` as a real process on a free port, and measure
 * ``chart.png``: the matplotlib PNG of the same request, the baseline: what every change
   cost with the old page;
 * ``page``: a full page load to the first drawn chart in headless Chromium
-  (/usr/bin/chromium; skipped when absent; target <= 1.5 s);
+  (/usr/bin/chromium; skipped when absent; target <= 1.5 s), side by side with the same page
+  on the full 4.8 MB plotly.js (what it loaded before) and the floor of each bundle (a blank
+  page that only loads it);
 * ``burst``: 200 mixed requests from 20 concurrent clients; zero errors required.
 
 Prints p50/p95 milliseconds, the ratio of the PNG baseline to the JSON round trip and the
-load average. Usage: ``.venv/bin/python bench/web.py [--tickers 200] [--years 2]``
+load average. Usage: ``.venv/bin/python bench/web.py [--tickers 200] [--years 2]
+[--requests 60] [--page-loads 5]``
 """
 
 from __future__ import annotations
@@ -100,34 +103,51 @@ def timed(client: httpx.Client, url: str) -> float:
     return elapsed
 
 
-def page_load(base: str, query: str, runs: int) -> tuple[list[float], list[float]]:
-    """Seconds from navigation start to the first drawn chart, in a fresh browser context,
-    and the floor measured alongside: a blank page that only loads and runs plotly.min.js."""
-    from playwright.sync_api import sync_playwright
+def page_load(base: str, query: str, runs: int) -> dict[str, list[float]]:
+    """Seconds from navigation start to the first drawn chart, each load in a fresh browser
+    context (nothing cached), interleaved with what it is compared to:
 
-    times, floor = [], []
+    * ``page``: the page as shipped (the vendored plotly.js basic bundle);
+    * ``page-full``: the same page with its bundle request rerouted to the plotly package's
+      full ``plotly.min.js`` (what the page loaded before; the reroute adds a few ms);
+    * ``floor-full`` / ``floor-basic``: a blank page that only loads and runs that bundle.
+    """
+    from playwright.sync_api import Route, sync_playwright
+
+    from darkpool_analysis.web.app import PLOTLY_BUNDLE
+
+    def to_full(route: Route) -> None:
+        route.continue_(url=f"{base}/static/plotly.min.js")
+
+    times: dict[str, list[float]] = {"page": [], "page-full": [], "floor-full": [],
+                                     "floor-basic": []}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
             for _ in range(runs):
-                context = browser.new_context(viewport={"width": 1400, "height": 1000})
-                page = context.new_page()
-                started = time.perf_counter()
-                page.goto(f"{base}/?{query}")
-                page.wait_for_selector("#chart .main-svg .bars", timeout=30_000)
-                times.append(time.perf_counter() - started)
-                context.close()
-                context = browser.new_context()
-                page = context.new_page()
-                page.goto(f"{base}/healthz")
-                started = time.perf_counter()
-                page.set_content(f'<script src="{base}/static/plotly.min.js"></script>')
-                page.wait_for_function("() => window.Plotly !== undefined")
-                floor.append(time.perf_counter() - started)
-                context.close()
+                for name in ("page", "page-full"):
+                    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                    if name == "page-full":
+                        context.route(f"**/static/{PLOTLY_BUNDLE}", to_full)
+                    page = context.new_page()
+                    started = time.perf_counter()
+                    page.goto(f"{base}/?{query}")
+                    page.wait_for_selector("#chart .main-svg .bars", timeout=30_000)
+                    times[name].append(time.perf_counter() - started)
+                    context.close()
+                for name, bundle in (("floor-full", "plotly.min.js"),
+                                     ("floor-basic", PLOTLY_BUNDLE)):
+                    context = browser.new_context()
+                    page = context.new_page()
+                    page.goto(f"{base}/healthz")
+                    started = time.perf_counter()
+                    page.set_content(f'<script src="{base}/static/{bundle}"></script>')
+                    page.wait_for_function("() => window.Plotly !== undefined")
+                    times[name].append(time.perf_counter() - started)
+                    context.close()
         finally:
             browser.close()
-    return times, floor
+    return times
 
 
 def main() -> None:
@@ -135,6 +155,8 @@ def main() -> None:
     parser.add_argument("--tickers", type=int, default=200)
     parser.add_argument("--years", type=float, default=2.0)
     parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--page-loads", type=int, default=5,
+                        help="cold page loads per variant (fresh browser context each)")
     args = parser.parse_args()
     one_year = (END - dt.timedelta(days=365)).isoformat()
     query = f"ticker=BENCH0&start={one_year}&end={END}"
@@ -185,7 +207,8 @@ def main() -> None:
                 with concurrent.futures.ThreadPoolExecutor(20) as pool:
                     burst = list(pool.map(one, burst_urls))
                 burst_wall = time.perf_counter() - t0
-            page, floor = page_load(base, query, 5) if CHROMIUM.exists() else ([], [])
+            load_before = os.getloadavg()
+            pages = page_load(base, query, args.page_loads) if CHROMIUM.exists() else {}
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -195,13 +218,12 @@ def main() -> None:
     for name, samples in results.items():
         p50, p95 = percentiles(samples)
         print(f"{name:<22}{len(samples):>5}{p50:>10.1f}{p95:>10.1f}")
-    if page:
-        p50, p95 = percentiles(page)
-        print(f"{'page -> first chart':<22}{len(page):>5}{p50:>10.1f}{p95:>10.1f}"
-              f"   (best {min(page) * 1000:.0f} ms)")
-        p50, p95 = percentiles(floor)
-        print(f"{'  floor: plotly.js only':<22}{len(floor):>5}{p50:>10.1f}{p95:>10.1f}"
-              f"   (best {min(floor) * 1000:.0f} ms)")
+    labels = {"page": "page -> first chart", "page-full": "  same, full plotly.js",
+              "floor-full": "  floor: full bundle", "floor-basic": "  floor: basic bundle"}
+    for name, samples in pages.items():
+        p50, p95 = percentiles(samples)
+        print(f"{labels[name]:<22}{len(samples):>5}{p50:>10.1f}{p95:>10.1f}"
+              f"   (best {min(samples) * 1000:.0f} ms)")
     errors = sum(1 for status, _ in burst if status != 200)
     p50, p95 = percentiles([elapsed for _, elapsed in burst])
     print(f"{'burst 200 x 20 conc.':<22}{len(burst):>5}{p50:>10.1f}{p95:>10.1f}"
@@ -209,6 +231,9 @@ def main() -> None:
     ratio = statistics.median(results["chart.png"]) / statistics.median(results["weight"])
     bound = f" (at least: {png_timeouts} of 3 PNGs hit the 30 s bound)" if png_timeouts else ""
     print(f"PNG per change (old page) / JSON weight round trip: {ratio:.0f}x{bound}")
+    if pages:
+        print(f"load average before the page loads: {load_before[0]:.2f} {load_before[1]:.2f} "
+              f"{load_before[2]:.2f}")
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if errors:
         raise SystemExit(f"{errors} burst request(s) failed")

@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.synthetic import SYNTHETIC_LABEL
 from darkpool_analysis.views.sandbox_chart import PROXY_NOTE, plot
 from darkpool_analysis.web import limits
-from darkpool_analysis.web.app import create_app
+from darkpool_analysis.web.app import PLOTLY_BUNDLE, create_app
 from web.conftest import GAP_ROW, MISSING_ROW, SYMBOLS
 
 NKE_Q = "ticker=nke&start=2025-08-01&end=2025-10-31"
@@ -280,14 +281,38 @@ def test_page_and_assets_are_served_locally(client: TestClient) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     html = page.text
-    assert 'src="/static/plotly.min.js"' in html and "http" not in html.split("<body>")[0]
+    assert f'src="/static/{PLOTLY_BUNDLE}"' in html and "http" not in html.split("<body>")[0]
     for name in ("ticker", "start", "end", "dot_mode", "blend_short_weight",
                  "blend_flow_weight", "seed_exact", "variants", "formula"):
         assert f'name="{name}"' in html
-    plotly_js = client.get("/static/plotly.min.js")
+    bundle = client.get(f"/static/{PLOTLY_BUNDLE}")  # the vendored partial bundle
+    assert bundle.status_code == 200 and b"plotly.js (basic" in bundle.content[:200]
+    assert "immutable" in bundle.headers["cache-control"]
+    static = resources.files("darkpool_analysis.web").joinpath("static")
+    assert static.joinpath("VENDORED.md").is_file()
+    assert "MIT License" in static.joinpath(PLOTLY_BUNDLE.replace(".min.js", ".LICENSE.txt")
+                                            ).read_text("utf-8")
+    plotly_js = client.get("/static/plotly.min.js")  # the plotly package's full bundle
     assert plotly_js.status_code == 200 and b"plotly.js" in plotly_js.content[:200]
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/app.css").status_code == 200
+
+
+def test_static_assets_are_compressed_and_revalidated(client: TestClient) -> None:
+    raw = client.get(f"/static/{PLOTLY_BUNDLE}", headers={"Accept-Encoding": "identity"})
+    zipped = client.get(f"/static/{PLOTLY_BUNDLE}", headers={"Accept-Encoding": "gzip, br"})
+    assert "content-encoding" not in raw.headers
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.content == raw.content  # the client decoded it: the same bytes
+    assert int(zipped.headers["content-length"]) < len(raw.content) / 2
+    for path in ("/static/app.js", "/static/app.css", f"/static/{PLOTLY_BUNDLE}"):
+        first = client.get(path)
+        assert first.status_code == 200 and first.headers["vary"] == "Accept-Encoding"
+        again = client.get(path, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+    assert client.get("/static/app.js").headers["cache-control"] == "no-cache"
+    assert client.get("/static/missing.js").status_code == 404
+    assert client.get("/static/index.html").status_code == 404
 
 
 def test_hostile_ticker_is_never_reflected(client: TestClient) -> None:

@@ -19,8 +19,12 @@ data 404, a busy render pool 503 and a slow render 504; never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import functools
+import gzip
+import hashlib
 import logging
 import threading
 import time
@@ -65,6 +69,9 @@ access_log = logging.getLogger("darkpool_analysis.web.access")
 MAX_SYMBOLS: Final = 10_000
 MAX_TICKER_LENGTH: Final = 32
 STATIC: Final = "darkpool_analysis.web"
+#: The Plotly bundle the page loads: the vendored plotly.js "basic" partial bundle (scatter,
+#: bar, pie; see static/VENDORED.md). Its name carries the version, so it is cached for good.
+PLOTLY_BUNDLE: Final = "plotly-basic-4.1.1.min.js"
 _T = TypeVar("_T")
 
 #: Hints shown next to a field when the framework rejects its value.
@@ -227,6 +234,47 @@ class RenderPool:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+#: Media types of the page's files (``/`` and ``/static/NAME``).
+ASSET_KINDS: Final = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+
+
+@functools.lru_cache(maxsize=32)
+def _asset(name: str) -> tuple[bytes, bytes, str]:
+    """A file of the package's ``static/`` folder: its bytes, their gzip form and an ETag.
+
+    Read once per process (the files are part of the installed package), so requests are
+    answered from memory on the event loop.
+    """
+    item = resources.files(STATIC).joinpath("static", name)
+    if not item.is_file():
+        raise StarletteHTTPException(404)
+    body = item.read_bytes()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return body, gzip.compress(body, 6, mtime=0), etag
+
+
+def _preload_assets() -> None:
+    """Read and compress every file of ``static/`` now, so no request waits for it."""
+    for item in resources.files(STATIC).joinpath("static").iterdir():
+        if Path(item.name).suffix in ASSET_KINDS:
+            _asset(item.name)
+
+
+def _asset_response(name: str, request: Request, cache: str) -> Response:
+    """``name`` gzip-compressed when the browser accepts it (a third of the Plotly bundle's
+    bytes), or 304 when its copy is current (``If-None-Match``)."""
+    body, zipped, etag = _asset(name)
+    headers = {"Cache-Control": cache, "ETag": etag, "Vary": "Accept-Encoding",
+               "X-Content-Type-Options": "nosniff"}
+    kind = ASSET_KINDS[Path(name).suffix]
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(zipped, media_type=kind, headers=headers)
+    return Response(body, media_type=kind, headers=headers)
+
+
 class RenderBusy(Exception):
     """No chart worker free in time (503)."""
 
@@ -287,6 +335,7 @@ def create_app(settings: Settings) -> FastAPI:
     jobs = JobManager(settings)
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(_preload_assets)  # before the first request is accepted
         threading.Thread(target=_warm_imports, daemon=True, name="warm-imports").start()
         yield
         renders.shutdown()
@@ -361,35 +410,36 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- page and assets --
 
-    page_dir = resources.files(STATIC).joinpath("static")
+    csp = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; "
+           "style-src 'self' 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
+           "frame-ancestors 'none'")
+
+    # The page and its files are answered on the event loop from memory (no worker-thread
+    # hop): the first chart waits on them, not on the data requests.
 
     @app.get("/", include_in_schema=False)
-    def page() -> Response:
-        html = page_dir.joinpath("index.html").read_text("utf-8")
-        csp = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; "
-               "style-src 'self' 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
-               "frame-ancestors 'none'")
-        return Response(html, media_type="text/html; charset=utf-8",
+    async def page() -> Response:
+        return Response(_asset("index.html")[0], media_type="text/html; charset=utf-8",
                         headers={"Content-Security-Policy": csp, "Cache-Control": "no-store",
                                  "X-Content-Type-Options": "nosniff"})
 
+    @app.get(f"/static/{PLOTLY_BUNDLE}", include_in_schema=False)
+    async def plotly_bundle(request: Request) -> Response:
+        return _asset_response(PLOTLY_BUNDLE, request,
+                               cache="public, max-age=31536000, immutable")
+
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js() -> FileResponse:
+        """The full bundle of the ``plotly`` package (every trace type; not used by the
+        page, kept for old links and as the benchmark's baseline)."""
         return FileResponse(_plotly_path(), media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
-        kinds = {".js": "text/javascript", ".css": "text/css"}
-        suffix = Path(name).suffix
-        if "/" in name or suffix not in kinds or name.startswith("."):
+    async def static(name: str, request: Request) -> Response:
+        if "/" in name or Path(name).suffix not in (".js", ".css") or name.startswith("."):
             raise StarletteHTTPException(404)
-        item = page_dir.joinpath(name)
-        if not item.is_file():
-            raise StarletteHTTPException(404)
-        return Response(item.read_text("utf-8"), media_type=kinds[suffix],
-                        headers={"Cache-Control": "no-cache",
-                                 "X-Content-Type-Options": "nosniff"})
+        return _asset_response(name, request, cache="no-cache")
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, Any]:

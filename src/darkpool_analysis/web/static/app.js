@@ -794,6 +794,6 @@
   // early; a deferred script runs while the document is already "interactive").
   if (window.Plotly) { init(); }
   else {
-    document.querySelector('script[src$="plotly.min.js"]').addEventListener("load", init, { once: true });
+    document.querySelector('script[src*="/static/plotly"]').addEventListener("load", init, { once: true });
   }
 })();
