@@ -5,7 +5,12 @@ readers call :func:`connect_readonly` / :func:`read_frame`; writers use :func:`o
 and the :class:`Writer` methods. See :mod:`.catalogue` for the on-disk layout.
 """
 
-from darkpool_analysis.store.catalogue import connect_readonly, read_frame, store_dir_for
+from darkpool_analysis.store.catalogue import (
+    connect_readonly,
+    current_generation,
+    read_frame,
+    store_dir_for,
+)
 from darkpool_analysis.store.info import describe_owed, is_synthetic, read_meta, read_owed
 from darkpool_analysis.store.publication import describe_storage, disk_bytes
 from darkpool_analysis.store.schema import (
@@ -46,6 +51,7 @@ __all__ = [
     "SourceFile",
     "Writer",
     "connect_readonly",
+    "current_generation",
     "describe_owed",
     "describe_storage",
     "disk_bytes",

@@ -34,10 +34,12 @@ from darkpool_analysis.errors import ConfigError, NoDataError, StoreError
 from darkpool_analysis.formulas import collect_formulas
 from darkpool_analysis.store import (
     connect_readonly,
+    current_generation,
     describe_owed,
     is_synthetic,
     read_meta,
     read_owed,
+    store_dir_for,
     table_exists,
 )
 from darkpool_analysis.synthetic import SYNTHETIC_LABEL
@@ -327,7 +329,16 @@ class SandboxService:
         return self.settings.db_path
 
     def version(self) -> tuple[int, int, int]:
-        """(inode, mtime_ns, size) of the published database; a publication changes it."""
+        """The published generation (``(generation, 0, 0)``), or (inode, mtime_ns, size) of
+        a plain database file: a publication changes it.
+
+        The generation is read before any connection opens, and a reader opens the
+        generation current at that later moment, so what is cached under a key is never
+        older than the key (the public file's stat is renamed before ``CURRENT`` moves, so
+        keying by it could cache the previous generation under the new key)."""
+        generation = current_generation(store_dir_for(self.db_path))
+        if generation is not None:
+            return generation, 0, 0
         try:
             stat = self.db_path.stat()
         except FileNotFoundError:
