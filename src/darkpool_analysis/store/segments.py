@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
@@ -63,6 +64,20 @@ def _file_options(schema: pa.Schema) -> dict[str, Any]:
     return {"compression": {f.name: "none" if pa.types.is_floating(f.type) else "snappy"
                             for f in schema},
             "use_dictionary": text, "write_statistics": keys}
+
+
+def tiled(table: pa.Table) -> pa.Table:
+    """``daily_metrics`` rows (any order) in the order the build writes them: tiles of
+    :data:`TILE_DAYS` calendar days, symbol then date inside each (for rows written by tools
+    and tests, so every file of the table prunes the same way)."""
+    if table.num_rows == 0:
+        return table
+    days = pc.cast(pc.cast(table.column("date"), pa.date32()), pa.int32())
+    keys = pa.table({"tile": pc.divide(days, TILE_DAYS),
+                     "symbol": pc.cast(table.column("symbol"), pa.string()), "day": days})
+    order = pc.sort_indices(keys, sort_keys=[("tile", "ascending"), ("symbol", "ascending"),
+                                             ("day", "ascending")])
+    return table.take(order)
 
 
 def _normalise(batch: pa.Table, target: pa.Schema) -> pa.Table:
@@ -151,4 +166,4 @@ class SegmentFileWriter:
         self._files.clear()
 
 
-__all__ = ["ROW_GROUP_ROWS", "TILE_DAYS", "SegmentFileWriter", "arrow_schema"]
+__all__ = ["ROW_GROUP_ROWS", "TILE_DAYS", "SegmentFileWriter", "arrow_schema", "tiled"]

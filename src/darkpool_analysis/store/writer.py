@@ -214,11 +214,12 @@ class Writer:
 
     def replace_metrics(self, frame: Any = None, cover: covers.Cover | None = None) -> int:
         """Write ``frame`` (Arrow or pandas, ``daily_metrics`` columns; None = no rows) as a
-        new ``daily_metrics`` segment replacing ``cover`` (default: the whole table).
-        The build writes through the same files; this is for tools and tests."""
+        new ``daily_metrics`` segment replacing ``cover`` (default: the whole table), in the
+        build's tiled row order. The build writes through the same files; this is for tools
+        and tests."""
         import pyarrow as pa
 
-        from darkpool_analysis.store.segments import SegmentFileWriter
+        from darkpool_analysis.store.segments import SegmentFileWriter, tiled
 
         files = SegmentFileWriter(self, "daily_metrics")
         try:
@@ -229,7 +230,7 @@ class Writer:
                     if name not in table.column_names:
                         table = table.append_column(
                             name, pa.nulls(table.num_rows, files.schema.field(name).type))
-                files.write(table)
+                files.write(tiled(table))
             paths = files.finish()
         except BaseException:
             files.abort()
@@ -277,8 +278,7 @@ class Writer:
                                                            schema.field(name).type))
         both = pa.concat_tables([batch.select(schema.names).cast(schema),
                                  kept.select(schema.names).cast(schema)])
-        self.replace_metrics(both.sort_by([("symbol", "ascending"), ("date", "ascending")]),
-                             cover)
+        self.replace_metrics(both, cover)
 
     def metrics_spec(self) -> Any:
         """The :class:`~.catalogue.TableSpec` of ``daily_metrics`` from the master's segments."""
