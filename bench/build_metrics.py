@@ -65,6 +65,11 @@ from darkpool_analysis.trading_calendar import sessions_index
 
 
 def _peak_mb() -> float:
+    """This process's peak RSS (``VmHWM``: ``ru_maxrss`` survives ``exec``, so a child
+    started by this bench would report its parent's peak, e.g. the data generation's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -900,7 +900,9 @@ def compute_daily_metrics_arrow(
     # rows): each would otherwise allocate and zero its own buffers.
     nulls: dict[pa.DataType, pa.Array] = {}
     for field in DAILY_METRICS_ARROW_SCHEMA:
-        value = columns[field.name]
+        # pop: a column's full-length array is freed as soon as its kept/tiled copy exists,
+        # so a batch never holds both copies of every column at once.
+        value = columns.pop(field.name)
         if isinstance(value, Labels):
             result.append(_label_array(value, field.type.index_type, keep))
             continue
