@@ -186,74 +186,102 @@ class BacktestEngine:
         ``key`` names the signal so entry/exit arrays can be cached across calls (a grid);
         ``detail=False`` skips the trade table and daily frame (statistics only).
         """
+        return self._walk(signal, buy, [(sell, rule)], neutral, key, detail)[0]
+
+    def run_many(self, signal: np.ndarray, *, buy: float,
+                 exits: Sequence[tuple[float | None, ExitRule]], neutral: float = 0.0,
+                 key: str | None = None) -> list[BacktestResult]:
+        """Statistics-only backtests of every (sell threshold, exit rule) of ``exits`` with
+        one buy threshold, in one compiled pass (each name's rows are read once for all)."""
+        return self._walk(signal, buy, exits, neutral, key, False)
+
+    def _walk(self, signal: np.ndarray, buy: float,
+              exits: Sequence[tuple[float | None, ExitRule]], neutral: float,
+              key: str | None, detail: bool) -> list[BacktestResult]:
         from darkpool_analysis.evaluation import kernels
 
-        if sell is not None and sell >= buy:
-            raise ConfigError(f"sell threshold {sell} must be below buy threshold {buy}")
-        decay_level = rule.decay_level if rule.decay_level is not None else neutral
-        if rule.decay_days is not None and decay_level > buy:
-            raise ConfigError(f"decay level {decay_level} must not exceed buy threshold {buy}")
-        if rule.distribution_run is not None and sell is None:
-            raise ConfigError(f"exit {rule.name!r} needs a sell threshold")
+        rule_keys = []
+        for sell, rule in exits:
+            if sell is not None and sell >= buy:
+                raise ConfigError(f"sell threshold {sell} must be below buy threshold {buy}")
+            level = rule.decay_level if rule.decay_level is not None else neutral
+            if rule.decay_days is not None and level > buy:
+                raise ConfigError(f"decay level {level} must not exceed buy threshold {buy}")
+            if rule.distribution_run is not None and sell is None:
+                raise ConfigError(f"exit {rule.name!r} needs a sell threshold")
+            rule_keys.append(None if rule.distribution_run is None and rule.decay_days is None
+                             else (rule.distribution_run or 0, rule.decay_days or 0,
+                                   float(level), float(sell) if rule.distribution_run
+                                   is not None and sell is not None else np.nan))
         values = self._cached(self._signals, None if key is None else (key,), 1,
                               lambda: np.ascontiguousarray(np.asarray(signal, dtype=float).T))
-        entries = self._cached(self._entries, None if key is None else (key, buy), 16,
-                               lambda: kernels.next_entry(values, float(buy), self._eligible))
-        rule_key = (rule.distribution_run, rule.decay_days, decay_level,
-                    sell if rule.distribution_run is not None else None)
-        if rule.distribution_run is None and rule.decay_days is None:
-            trigger = np.zeros((0, 0), dtype=np.int32)
-        else:
-            trigger = self._cached(self._triggers, None if key is None else (key, *rule_key),
-                                   8, lambda: kernels.next_trigger(
-                                       values, np.nan if sell is None else float(sell),
-                                       rule.distribution_run or 0, float(decay_level),
-                                       rule.decay_days or 0))
-        max_days = rule.max_days or 0
-        total = kernels.count_trades(entries, trigger, max_days)
-        n = self.n
-        sym, t, exit_row = (np.empty(total, dtype=np.int64) for _ in range(3))
-        reason = np.empty(total, dtype=np.int8)
-        entry_price, exit_price, entry_cost, exit_cost = (np.empty(total) for _ in range(4))
-        gross_sum, adjust = np.zeros(n), np.zeros(n)
-        change = np.zeros(n + 1, dtype=np.int64)
-        kernels.walk_trades(entries, trigger, max_days, self._open, self._exit_open,
-                            self._close_ff, self._close_to_close, self._cost, sym, t, exit_row,
-                            reason, entry_price, exit_price, entry_cost, exit_cost, gross_sum,
-                            adjust, change)
-        positions = np.cumsum(change[:n])
-        return self._collect(sym, t, exit_row, reason, entry_price, exit_price, entry_cost,
-                             exit_cost, gross_sum, adjust, positions, detail)
+        entries, bound = self._cached(
+            self._entries, None if key is None else (key, buy), 16,
+            lambda: kernels.next_entry(values, float(buy), self._eligible))
+        distinct = tuple(dict.fromkeys(k for k in rule_keys if k is not None))
 
-    def _collect(self, sym: np.ndarray, t: np.ndarray, exit_row: np.ndarray,
-                 reason: np.ndarray, entry_price: np.ndarray, exit_price: np.ndarray,
-                 entry_cost: np.ndarray, exit_cost: np.ndarray, gross_sum: np.ndarray,
-                 adjust: np.ndarray, positions: np.ndarray, detail: bool) -> BacktestResult:
-        """Trade returns, the equal-weight daily portfolio series (gross and net: the mean
-        mark of the positions held each date, 0 when flat) and the statistics."""
-        entry_row = t + 1
-        trade_return = exit_price / entry_price - 1.0
-        net_return = (exit_price * (1.0 - exit_cost)) / (entry_price * (1.0 + entry_cost)) - 1.0
+        def stack() -> np.ndarray:
+            out = np.empty((len(distinct), self.m, self.n + 1), dtype=np.int32)
+            for i, (run, decay_days, level, sell) in enumerate(distinct):
+                out[i] = kernels.next_trigger(values, sell, run, level, decay_days)
+            return out
+
+        triggers = self._cached(self._triggers, None if key is None else (key, distinct), 1,
+                                stack)
+        trigger_of = np.array([-1 if k is None else distinct.index(k) for k in rule_keys],
+                              dtype=np.int64)
+        max_days = np.array([rule.max_days or 0 for _sell, rule in exits], dtype=np.int64)
+        n, combos = self.n, len(exits)
+        trade_return, net_return = np.empty((combos, bound)), np.empty((combos, bound))
+        trades, sessions, at_end = (np.zeros(combos, dtype=np.int64) for _ in range(3))
+        gross_sum, adjust = np.zeros((combos, n)), np.zeros((combos, n))
+        change = np.zeros((combos, n + 1), dtype=np.int64)
+        rows = np.empty((4, bound) if detail else (0, 0), dtype=np.int32)
+        kernels.walk_trades(entries, triggers, trigger_of, max_days, self._open,
+                            self._exit_open, self._close_ff, self._close_to_close, self._cost,
+                            trade_return, net_return, trades, sessions, at_end, gross_sum,
+                            adjust, change, rows)
+        results = []
+        for j in range(combos):
+            k = int(trades[j])
+            results.append(self._collect(
+                trade_return[j, :k], net_return[j, :k], sessions[j] / k if k else np.nan,
+                float(at_end[j]), gross_sum[j], adjust[j], np.cumsum(change[j, :n]),
+                rows[:, :k] if detail else None))
+        return results
+
+    def _collect(self, trade_return: np.ndarray, net_return: np.ndarray, mean_held: float,
+                 open_at_end: float, gross_sum: np.ndarray, adjust: np.ndarray,
+                 positions: np.ndarray, rows: np.ndarray | None) -> BacktestResult:
+        """The equal-weight daily portfolio series (gross and net: the mean mark of the
+        positions held each date, 0 when flat), the statistics and, given the trades' rows
+        (name, signal date, exit date, reason), the trade table and the daily frame."""
         scale = np.maximum(positions, 1)
         gross = np.where(positions > 0, gross_sum / scale, 0.0)
         net = np.where(positions > 0, (gross_sum + adjust) / scale, 0.0)
         first = int(self.window_rows[0]) if len(self.window_rows) else 0
-        last_held = int(np.nonzero(positions)[0].max()) if positions.any() else first
+        last_held = int(np.flatnonzero(positions)[-1]) if positions.any() else first
         end = max(last_held, int(self.window_rows[-1]) if len(self.window_rows) else first)
         span = slice(first, end + 1)
         returns, returns_net, held = gross[span], net[span], positions[span]
-        held_sessions = exit_row - entry_row + 1
-        stats = summarize(trade_return, held_sessions, reason == 2, returns, held)
-        net_stats = summarize(net_return, held_sessions, reason == 2, returns_net, held)
+        stats = _statistics(trade_return, mean_held, open_at_end, returns, held)
+        net_stats = _statistics(net_return, mean_held, open_at_end, returns_net, held)
         stats.update({f"net_{k}": net_stats[k] for k in NET_STATS})
-        if not detail:
+        if rows is None:
             return BacktestResult(pd.DataFrame(), pd.DataFrame(), stats, net)
+        sym, t, exit_row, reason = (r.astype(np.int64) for r in rows)
+        entry_row = t + 1
+        at_open = reason == 0
+        entry_price = self._open[sym, entry_row]
+        exit_price = np.where(at_open, self._exit_open[sym, exit_row],
+                              self._close_ff[sym, exit_row])
+        entry_cost, exit_cost = self._cost[sym, entry_row], self._cost[sym, exit_row]
         trades = pd.DataFrame({
             "symbol": self.symbols[sym], "signal_date": self.dates[t],
             "entry_date": self.dates[entry_row], "entry_price": entry_price,
             "exit_date": self.dates[exit_row], "exit_price": exit_price,
             "exit_reason": np.array(["signal", "max_days", "end_of_data"])[reason],
-            "sessions_held": held_sessions, "return": trade_return,
+            "sessions_held": exit_row - t, "return": trade_return,
             "cost": 1.0 - (1.0 - exit_cost) / (1.0 + entry_cost), "return_net": net_return,
         }).sort_values(["entry_date", "symbol"], kind="stable", ignore_index=True)
         daily = pd.DataFrame({"date": self.dates[span], "return": returns,
@@ -266,22 +294,35 @@ class BacktestEngine:
 def summarize(trade_returns: np.ndarray, sessions_held: np.ndarray, end_of_data: np.ndarray,
               daily_returns: np.ndarray, positions: np.ndarray) -> dict[str, float]:
     """Trade-level and daily-portfolio statistics (Sharpe on daily returns, annualised)."""
-    returns = trade_returns
-    wins, losses = returns[returns > 0], returns[returns < 0]
+    has = len(sessions_held) > 0
+    return _statistics(np.asarray(trade_returns, dtype=float),
+                       float(np.mean(sessions_held)) if has else np.nan,
+                       float(np.count_nonzero(end_of_data)), daily_returns, positions)
+
+
+def _statistics(trade_returns: np.ndarray, mean_held: float, open_at_end: float,
+                daily_returns: np.ndarray, positions: np.ndarray) -> dict[str, float]:
+    """:func:`summarize` from the trades' mean holding period and open-at-end count (what
+    the compiled walk accumulates). The trade-level sums and the median are one compiled
+    pass (:func:`kernels.trade_moments`: a grid summarises millions of trades)."""
+    from darkpool_analysis.evaluation import kernels
+
+    returns = np.ascontiguousarray(trade_returns, dtype=float)
+    count = len(returns)
+    wins, total, won, lost, median = kernels.trade_moments(returns)
     equity = np.cumprod(1.0 + daily_returns)
     std = daily_returns.std(ddof=1) if len(daily_returns) > 1 else np.nan
     drawdown = equity / np.maximum.accumulate(equity) - 1.0 if len(equity) else np.array([0.0])
-    has = len(returns) > 0
+    has = count > 0
     return {
-        "trades": float(len(returns)),
-        "win_rate": float((returns > 0).mean()) if has else np.nan,
-        "mean_trade_return": float(returns.mean()) if has else np.nan,
-        "median_trade_return": float(np.median(returns)) if has else np.nan,
+        "trades": float(count),
+        "win_rate": wins / count if has else np.nan,
+        "mean_trade_return": total / count if has else np.nan,
+        "median_trade_return": float(median) if has else np.nan,
         # No losing trade: infinite profit factor (as vectorbt reports it); no trade at all: NaN.
-        "profit_factor": (float(wins.sum() / -losses.sum()) if len(losses)
-                          else np.inf if len(wins) else np.nan),
-        "mean_sessions_held": float(sessions_held.mean()) if has else np.nan,
-        "open_at_end": float(end_of_data.sum()),
+        "profit_factor": (won / -lost if lost < 0 else np.inf if wins else np.nan),
+        "mean_sessions_held": mean_held if has else np.nan,
+        "open_at_end": open_at_end,
         "total_return": float(equity[-1] - 1.0) if len(equity) else 0.0,
         "sharpe_daily_annualised": float(daily_returns.mean() / std * np.sqrt(TRADING_DAYS))
         if np.isfinite(std) and std > 0 else np.nan,
@@ -334,25 +375,26 @@ class GridResult:
 
 
 def _sorted_points(points: Iterable[GridPoint]) -> list[tuple[int, GridPoint]]:
-    """Points ordered so combinations sharing exit arrays are adjacent (cache hits)."""
-    return sorted(enumerate(points), key=lambda ip: (
-        ip[1].variant, ip[1].rule.distribution_run or 0, ip[1].rule.decay_days or 0,
-        ip[1].rule.decay_level or 0, ip[1].sell if ip[1].sell is not None else np.inf,
-        ip[1].buy))
+    """Points ordered so combinations sharing a signal and a buy threshold are adjacent (one
+    compiled pass each)."""
+    return sorted(enumerate(points), key=lambda ip: (ip[1].variant, ip[1].buy))
 
 
 def grid_chunk(engine: BacktestEngine, signal: np.ndarray, neutral: float,
                points: Sequence[tuple[int, GridPoint]]
                ) -> tuple[list[int], list[dict[str, Any]], np.ndarray]:
     """Backtest the points of one variant (top level, so a process pool can pickle it):
-    (original positions, statistic rows, net daily returns rows x points)."""
+    (original positions, statistic rows, net daily returns rows x points). Points with the
+    same buy threshold run together (:meth:`BacktestEngine.run_many`)."""
     rows, series = [], []
-    for _position, point in points:
-        result = engine.run(signal, buy=point.buy, sell=point.sell, rule=point.rule,
-                            neutral=neutral, key=point.variant, detail=False)
-        rows.append({"variant": point.variant, "buy": point.buy, "sell": point.sell,
-                     "exit": point.rule.name, **result.stats})
-        series.append(result.net_daily)
+    for buy, group in itertools.groupby(points, key=lambda ip: ip[1].buy):
+        group = list(group)
+        results = engine.run_many(signal, buy=buy, exits=[(p.sell, p.rule) for _, p in group],
+                                  neutral=neutral, key=group[0][1].variant)
+        for (_position, point), result in zip(group, results, strict=True):
+            rows.append({"variant": point.variant, "buy": point.buy, "sell": point.sell,
+                         "exit": point.rule.name, **result.stats})
+            series.append(result.net_daily)
     matrix = np.column_stack(series) if series else np.zeros((engine.n, 0))
     return [p for p, _ in points], rows, matrix
 
