@@ -51,8 +51,7 @@ from darkpool_analysis.evaluation.ic import (
     RowSorter,
     cross_sectional_ic,
     quantile_labels,
-    quantile_returns,
-    spread_costs,
+    quantile_spreads,
 )
 from darkpool_analysis.evaluation.inference import (
     bootstrap_mean_ci,
@@ -295,8 +294,8 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
                 if variant is None or (variant.buy is None and variant.sell is None):
                     net = gross = np.full(len(net), np.nan)
             elif labels is not None:
-                _table, gross = quantile_returns(labels, fwd, cfg.quantiles)
-                net = gross - spread_costs(labels, side_cost, cfg.quantiles, h)
+                _table, gross, trip = quantile_spreads(labels, fwd, cfg.quantiles, side_cost, h)
+                net = gross - trip
             spread_daily[(name, h)] = net / h
             if not len(oos):
                 ic_oos[(name, h)] = np.array([])
