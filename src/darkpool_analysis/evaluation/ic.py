@@ -43,9 +43,17 @@ class RowSorter:
 
     def __init__(self, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=float)
+        self.values = values
         self.order = np.argsort(values, axis=1)  # tie order is irrelevant: ties are averaged
         self.sorted = np.take_along_axis(values, self.order, axis=1)
         self.count = np.isfinite(values).sum(axis=1)
+
+    @functools.cached_property
+    def full_ranks(self) -> np.ndarray:
+        """Average ranks of each row among all its finite cells (NaN elsewhere)."""
+        from darkpool_analysis.evaluation.ic_kernels import average_ranks
+
+        return average_ranks(self.values, self.order, self.sorted)
 
     @functools.cached_property
     def _groups(self) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +116,8 @@ def cross_sectional_ic(signal: np.ndarray, fwd: np.ndarray, min_assets: int = MI
 
     signal, fwd = np.asarray(signal, dtype=float), np.asarray(fwd, dtype=float)
     a, b = signal_sorter or RowSorter(signal), fwd_sorter or RowSorter(fwd)
-    return spearman_rows(signal, a.order, a.sorted, fwd, b.order, b.sorted, min_assets)
+    return spearman_rows(signal, a.order, a.sorted, a.full_ranks, fwd, b.order, b.sorted,
+                         b.full_ranks, min_assets)
 
 
 def time_series_ic(signal: np.ndarray, fwd: np.ndarray, min_obs: int = 20, *,
@@ -246,8 +255,10 @@ def rank_autocorrelation(signal: np.ndarray, sorter: RowSorter | None = None) ->
         return np.nan
     signal = np.asarray(signal, dtype=float)
     sorter = sorter or RowSorter(signal)
-    values = spearman_rows(signal[1:], sorter.order[1:], sorter.sorted[1:], signal[:-1],
-                           sorter.order[:-1], sorter.sorted[:-1], MIN_ASSETS)
+    ranks = sorter.full_ranks
+    values = spearman_rows(signal[1:], sorter.order[1:], sorter.sorted[1:], ranks[1:],
+                           signal[:-1], sorter.order[:-1], sorter.sorted[:-1], ranks[:-1],
+                           MIN_ASSETS)
     values = values[np.isfinite(values)]
     return float(values.mean()) if len(values) else np.nan
 

@@ -47,36 +47,59 @@ def _masked_ranks(order: np.ndarray, ordered: np.ndarray, other: np.ndarray,
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
-def spearman_rows(a: np.ndarray, a_order: np.ndarray, a_sorted: np.ndarray, b: np.ndarray,
-                  b_order: np.ndarray, b_sorted: np.ndarray, min_count: int) -> np.ndarray:
+def average_ranks(values: np.ndarray, order: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """Average ranks (1..k) of each row among its finite cells, NaN elsewhere."""
+    out = np.empty(values.shape)
+    for i in range(values.shape[0]):
+        _masked_ranks(order[i], ordered[i], values[i], out[i])
+    return out
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def spearman_rows(a: np.ndarray, a_order: np.ndarray, a_sorted: np.ndarray,
+                  a_ranks: np.ndarray, b: np.ndarray, b_order: np.ndarray,
+                  b_sorted: np.ndarray, b_ranks: np.ndarray, min_count: int) -> np.ndarray:
     """Spearman correlation of each row pair of ``a`` and ``b`` over the cells where both
     are finite (ranks among those cells), NaN below ``min_count`` cells or without spread.
-    ``*_order``/``*_sorted``: each row's argsort (NaN last) and sorted values."""
+    ``*_order``/``*_sorted``: each row's argsort (NaN last) and sorted values;
+    ``*_ranks``: each row's ranks among all its finite cells (:func:`average_ranks`), used
+    as they are when both rows are finite on the same cells (the usual case), else the
+    row pair is re-ranked on its joint cells."""
     rows, m = a.shape
     out = np.empty(rows)
-    ra = np.empty(m)
-    rb = np.empty(m)
+    ra_joint = np.empty(m)
+    rb_joint = np.empty(m)
     for i in range(rows):
-        _masked_ranks(a_order[i], a_sorted[i], b[i], ra)
-        _masked_ranks(b_order[i], b_sorted[i], a[i], rb)
-        count = 0
+        joint = 0
+        only = 0
+        ai, bi = a[i], b[i]
+        for j in range(m):
+            fa = ai[j] == ai[j]
+            fb = bi[j] == bi[j]
+            joint += fa and fb
+            only += fa != fb
+        if joint < min_count:
+            out[i] = np.nan
+            continue
+        if only == 0:
+            ra, rb = a_ranks[i], b_ranks[i]
+        else:
+            _masked_ranks(a_order[i], a_sorted[i], bi, ra_joint)
+            _masked_ranks(b_order[i], b_sorted[i], ai, rb_joint)
+            ra, rb = ra_joint, rb_joint
         sa = 0.0
         sb = 0.0
         for j in range(m):
-            if ra[j] == ra[j]:
-                count += 1
+            if ra[j] == ra[j] and rb[j] == rb[j]:
                 sa += ra[j]
                 sb += rb[j]
-        if count < min_count:
-            out[i] = np.nan
-            continue
-        ma = sa / count
-        mb = sb / count
+        ma = sa / joint
+        mb = sb / joint
         sab = 0.0
         saa = 0.0
         sbb = 0.0
         for j in range(m):
-            if ra[j] == ra[j]:
+            if ra[j] == ra[j] and rb[j] == rb[j]:
                 da = ra[j] - ma
                 db = rb[j] - mb
                 sab += da * db
