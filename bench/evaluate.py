@@ -150,7 +150,7 @@ def main() -> None:
     config = AssessConfig(horizons=HORIZONS, placebos=args.placebos, spa_reps=args.spa_reps,
                           pbo_partitions=args.pbo_partitions,
                           bootstrap_reps=args.bootstrap_reps)
-    assessment = assess(panel, cost, config, grid=grid, timings=timings)
+    assessment = assess(panel, cost, config, grid=grid, timings=timings, insample=result)
     for name, seconds in timings.items():
         part(name, seconds)
     total = time.perf_counter() - total_started

@@ -88,3 +88,15 @@ def test_quantile_kernel_equals_masked_means_per_date() -> None:
         assert row["mean_demeaned"] == pytest.approx(np.mean(centred), rel=1e-10, abs=1e-15)
     _table, _spread, free = quantile_spreads(labels, fwd, 5)
     assert (free == 0).all()
+
+
+def test_threshold_events_equal_the_mask_form() -> None:
+    from darkpool_analysis.evaluation.ic import date_demeaned, event_stats, threshold_event_stats
+
+    signal, fwd = _matrices(6)
+    excess = date_demeaned(fwd, np.isfinite(fwd))
+    with np.errstate(invalid="ignore"):
+        for level, sign, mask in ((0.5, 1, signal >= 0.5), (-0.5, -1, signal <= -0.5),
+                                  (np.nan, 1, np.isfinite(fwd))):
+            assert threshold_event_stats(signal, level, fwd, excess, sign=sign, months=3.0) \
+                == event_stats(mask, fwd, excess, sign=sign, months=3.0)

@@ -112,6 +112,16 @@ def cross_sectional_ic(signal: np.ndarray, fwd: np.ndarray, min_assets: int = MI
                        fwd_sorter: RowSorter | None = None) -> np.ndarray:
     """Spearman rank correlation across symbols, one value per date (over the cells where
     both exist). Pass prebuilt sorters to avoid re-sorting the same matrix."""
+    return cross_sectional_ic_names(signal, fwd, min_assets, signal_sorter=signal_sorter,
+                                    fwd_sorter=fwd_sorter)[0]
+
+
+def cross_sectional_ic_names(signal: np.ndarray, fwd: np.ndarray,
+                             min_assets: int = MIN_ASSETS, *,
+                             signal_sorter: RowSorter | None = None,
+                             fwd_sorter: RowSorter | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cross_sectional_ic` and the number of names it used per date."""
     from darkpool_analysis.evaluation.ic_kernels import spearman_rows
 
     signal, fwd = np.asarray(signal, dtype=float), np.asarray(fwd, dtype=float)
@@ -125,8 +135,9 @@ def time_series_ic(signal: np.ndarray, fwd: np.ndarray, min_obs: int = 20, *,
                    fwd_sorter: RowSorter | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-symbol Spearman correlation over time; returns (ic, observations) per symbol.
     Sorters, if given, must be built on the transposed (symbols x dates) matrices."""
-    s = np.ascontiguousarray(signal.T, dtype=float)
-    f = np.ascontiguousarray(fwd.T, dtype=float)
+    s = (signal_sorter.values if signal_sorter is not None
+         else np.ascontiguousarray(signal.T, dtype=float))
+    f = fwd_sorter.values if fwd_sorter is not None else np.ascontiguousarray(fwd.T, dtype=float)
     ic = cross_sectional_ic(s, f, min_obs, signal_sorter=signal_sorter, fwd_sorter=fwd_sorter)
     return ic, (np.isfinite(s) & np.isfinite(f)).sum(axis=1)
 
@@ -256,9 +267,9 @@ def rank_autocorrelation(signal: np.ndarray, sorter: RowSorter | None = None) ->
     signal = np.asarray(signal, dtype=float)
     sorter = sorter or RowSorter(signal)
     ranks = sorter.full_ranks
-    values = spearman_rows(signal[1:], sorter.order[1:], sorter.sorted[1:], ranks[1:],
-                           signal[:-1], sorter.order[:-1], sorter.sorted[:-1], ranks[:-1],
-                           MIN_ASSETS)
+    values, _names = spearman_rows(signal[1:], sorter.order[1:], sorter.sorted[1:], ranks[1:],
+                                   signal[:-1], sorter.order[:-1], sorter.sorted[:-1],
+                                   ranks[:-1], MIN_ASSETS)
     values = values[np.isfinite(values)]
     return float(values.mean()) if len(values) else np.nan
 
@@ -266,9 +277,26 @@ def rank_autocorrelation(signal: np.ndarray, sorter: RowSorter | None = None) ->
 def event_stats(mask: np.ndarray, fwd: np.ndarray, excess: np.ndarray, *, sign: int,
                 months: float) -> dict[str, float]:
     """Hit rate and returns of the cells in ``mask`` (``sign`` -1: a hit is a fall)."""
+    return _event_summary(np.flatnonzero(mask & np.isfinite(fwd)), fwd, excess, sign, months)
+
+
+def threshold_event_stats(signal: np.ndarray, level: float, fwd: np.ndarray,
+                          excess: np.ndarray, *, sign: int, months: float) -> dict[str, float]:
+    """:func:`event_stats` of ``signal >= level`` (``sign`` 1) or ``signal <= level``
+    (``sign`` -1), every cell with a return for a NaN ``level``, selected in one compiled
+    pass (no mask matrices)."""
+    from darkpool_analysis.evaluation.ic_kernels import select_events
+
+    cells = select_events(np.asarray(signal, dtype=float), level, sign > 0,
+                          np.asarray(fwd, dtype=float))
+    return _event_summary(cells, fwd, excess, sign, months)
+
+
+def _event_summary(cells: np.ndarray, fwd: np.ndarray, excess: np.ndarray, sign: int,
+                   months: float) -> dict[str, float]:
+    """The statistics of :func:`event_stats` over the flat (row-major) ``cells``."""
     from darkpool_analysis.evaluation.kernels import median
 
-    cells = np.flatnonzero(mask & np.isfinite(fwd))
     values, extra = fwd.ravel()[cells], excess.ravel()[cells]
     n = len(values)
     if n == 0:
@@ -303,6 +331,23 @@ class EvaluationResult:
     spread_by_date: pd.DataFrame   # date, variant, horizon, spread
     ticker_ic: pd.DataFrame        # variant, horizon, symbol, ic, n
     label: str                     # the OTC-alignment label every output carries
+    per_date: PerDate | None = None  # arrays the out-of-sample assessment re-uses
+
+
+@dataclass(frozen=True)
+class PerDate:
+    """Per-date series of every (variant, horizon) that :func:`assess.assess` would compute
+    again on the same panel: the cross-sectional IC (``min_assets``) with its number of
+    names, and the gross top-minus-bottom spread of ``quantiles`` quantiles with its
+    round-trip cost under ``side_cost`` (the very array passed; compared by identity)."""
+
+    quantiles: int
+    min_assets: int
+    side_cost: np.ndarray | None
+    ic: dict[tuple[str, int], np.ndarray]
+    names: dict[tuple[str, int], np.ndarray]
+    spread: dict[tuple[str, int], np.ndarray]
+    cost: dict[tuple[str, int], np.ndarray]
 
 
 def alignment_label(otc_alignment: str) -> str:
@@ -340,13 +385,13 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
                         for name, values in list(signals.items())})
     rows: list[dict[str, Any]] = []
     ic_frames, quantile_frames, spread_frames, ticker_frames = [], [], [], []
+    shared = PerDate(quantiles, min_assets, side_cost, {}, {}, {}, {})
     universe = {h: date_demeaned(f, np.isfinite(f)) for h, f in fwd_all.items()}
     fwd_sorters = {h: RowSorter(f) for h, f in fwd_all.items()}
     fwd_sorters_t = {h: RowSorter(np.ascontiguousarray(f.T)) for h, f in fwd_all.items()}
     for h, fwd in fwd_all.items():
-        everything = np.isfinite(fwd)
-        rows += _metric_rows("events", "always_long", h, event_stats(
-            everything, fwd, universe[h], sign=1, months=months))
+        rows += _metric_rows("events", "always_long", h, threshold_event_stats(
+            fwd, np.nan, fwd, universe[h], sign=1, months=months))
     for name, signal in signals.items():
         base = name.removeprefix("placebo:")
         variant = panel.variants.get(base)
@@ -360,12 +405,16 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
                 "bottom_quantile_turnover": quantile_turnover(labels, 1),
                 "rank_autocorrelation": rank_autocorrelation(signal, sorter)})
         for h, fwd in fwd_all.items():
-            ic = cross_sectional_ic(signal, fwd, min_assets, signal_sorter=sorter,
-                                    fwd_sorter=fwd_sorters[h])
+            ic, names = cross_sectional_ic_names(signal, fwd, min_assets, signal_sorter=sorter,
+                                                 fwd_sorter=fwd_sorters[h])
             rows += _metric_rows("ic", name, h, summarize_ic(ic, h))
             ic_frames.append(pd.DataFrame({"date": panel.dates, "variant": name, "horizon": h,
                                            "ic": ic}).dropna(subset=["ic"]))
             table, spread, cost = quantile_spreads(labels, fwd, quantiles, side_cost, h)
+            if not name.startswith("placebo:"):
+                for store, value in ((shared.ic, ic), (shared.names, names),
+                                     (shared.spread, spread), (shared.cost, cost)):
+                    store[(name, h)] = value
             quantile_frames.append(table.assign(variant=name, horizon=h))
             spread_net = spread - cost
             spread_frames.append(pd.DataFrame({"date": panel.dates, "variant": name,
@@ -393,11 +442,13 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
                     "median": float(np.median(finite)) if len(finite) else np.nan,
                     "positive_share": float((finite > 0).mean()) if len(finite) else np.nan})
             if variant is not None and variant.buy is not None:
-                rows += _metric_rows("events", f"{name}>={variant.buy:g}", h, event_stats(
-                    signal >= variant.buy, fwd, universe[h], sign=1, months=months))
+                rows += _metric_rows("events", f"{name}>={variant.buy:g}", h,
+                                     threshold_event_stats(signal, variant.buy, fwd,
+                                                           universe[h], sign=1, months=months))
             if variant is not None and variant.sell is not None:
-                rows += _metric_rows("events", f"{name}<={variant.sell:g}", h, event_stats(
-                    signal <= variant.sell, fwd, universe[h], sign=-1, months=months))
+                rows += _metric_rows("events", f"{name}<={variant.sell:g}", h,
+                                     threshold_event_stats(signal, variant.sell, fwd,
+                                                           universe[h], sign=-1, months=months))
     def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
@@ -410,4 +461,5 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
                                                "spread_net"]),
         ticker_ic=_concat(ticker_frames, ["variant", "horizon", "symbol", "ic", "n"]),
         label=alignment_label(panel.otc_alignment),
+        per_date=shared,
     )

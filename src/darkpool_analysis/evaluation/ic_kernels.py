@@ -58,15 +58,18 @@ def average_ranks(values: np.ndarray, order: np.ndarray, ordered: np.ndarray) ->
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def spearman_rows(a: np.ndarray, a_order: np.ndarray, a_sorted: np.ndarray,
                   a_ranks: np.ndarray, b: np.ndarray, b_order: np.ndarray,
-                  b_sorted: np.ndarray, b_ranks: np.ndarray, min_count: int) -> np.ndarray:
+                  b_sorted: np.ndarray, b_ranks: np.ndarray, min_count: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Spearman correlation of each row pair of ``a`` and ``b`` over the cells where both
-    are finite (ranks among those cells), NaN below ``min_count`` cells or without spread.
+    are finite (ranks among those cells), NaN below ``min_count`` cells or without spread;
+    and the number of those cells per row.
     ``*_order``/``*_sorted``: each row's argsort (NaN last) and sorted values;
     ``*_ranks``: each row's ranks among all its finite cells (:func:`average_ranks`), used
     as they are when both rows are finite on the same cells (the usual case), else the
     row pair is re-ranked on its joint cells."""
     rows, m = a.shape
     out = np.empty(rows)
+    counts = np.empty(rows, dtype=np.int64)
     ra_joint = np.empty(m)
     rb_joint = np.empty(m)
     for i in range(rows):
@@ -78,6 +81,7 @@ def spearman_rows(a: np.ndarray, a_order: np.ndarray, a_sorted: np.ndarray,
             fb = bi[j] == bi[j]
             joint += fa and fb
             only += fa != fb
+        counts[i] = joint
         if joint < min_count:
             out[i] = np.nan
             continue
@@ -107,7 +111,7 @@ def spearman_rows(a: np.ndarray, a_order: np.ndarray, a_sorted: np.ndarray,
                 sbb += db * db
         denom = np.sqrt(saa * sbb)
         out[i] = sab / denom if denom > 0 else np.nan
-    return out
+    return out, counts
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
