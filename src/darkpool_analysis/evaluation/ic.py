@@ -1,9 +1,11 @@
 """Signal quality against forward returns: IC, quantiles, threshold events, turnover, placebo.
 
-All functions take dates x symbols float matrices (NaN = no value) and are vectorised across
-both axes. Definitions follow alphalens (``performance.factor_information_coefficient``,
-``mean_return_by_quantile``) so the numbers can be checked against it, with two deliberate
-differences, both to avoid look-ahead:
+All functions take dates x symbols float matrices (NaN = no value). Each matrix is sorted
+once (:class:`RowSorter`); the per-date statistics are compiled passes over those sorts
+(:mod:`ic_kernels`), and :func:`evaluate_panel` keeps the per-date IC and spreads that the
+out-of-sample assessment needs (:class:`PerDate`). Definitions follow alphalens
+(``performance.factor_information_coefficient``, ``mean_return_by_quantile``) so the numbers
+can be checked against it, with two deliberate differences, both to avoid look-ahead:
 
 * quantiles are formed each date among all names that have a signal that date, not only among
   names that later turn out to have a forward return (alphalens drops those rows first);
