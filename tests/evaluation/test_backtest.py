@@ -96,10 +96,9 @@ def _reference(signal: np.ndarray, open_: np.ndarray, close: np.ndarray, buy: fl
                 end = price if d == day else close_ff[d, s]
                 if at_open and d == day:
                     end = price
+                day_sum[d] += end / start - 1
                 mark = end / start - 1
-                mark = mark if np.isfinite(mark) else 0.0
-                day_sum[d] += mark
-                growth = 1 + mark
+                growth = 1 + (mark if np.isfinite(mark) else 0.0)
                 if d == e:
                     growth /= 1 + cost[e, s]
                 if d == day:
