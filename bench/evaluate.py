@@ -110,12 +110,19 @@ def main() -> None:
     print(f"generated {len(frame):,} rows in {time.perf_counter() - started:.1f}s "
           "(not counted)")
     parts: list[tuple[str, float, float]] = []
+    cpu_mark = [time.process_time()]
 
-    def part(name: str, seconds: float) -> None:
+    def part(name: str, seconds: float, cpu: bool = True) -> None:
+        """One line per part: wall seconds, CPU seconds of this process since the previous
+        line (blank for the assessment's sub-parts, which report wall only) and peak RSS."""
         parts.append((name, seconds, peak_mb()))
-        print(f"  {name:<40} {seconds:7.2f} s   peak {peak_mb():7,.0f} MB", flush=True)
+        now = time.process_time()
+        used = f"{now - cpu_mark[0]:7.2f} s cpu" if cpu else " " * 13
+        cpu_mark[0] = now
+        print(f"  {name:<44} {seconds:7.2f} s  {used}   peak {peak_mb():7,.0f} MB", flush=True)
 
     total_started = time.perf_counter()
+    cpu_started = time.process_time()
     started = time.perf_counter()
     panel = build_panel(frame, [REGISTRY[v] for v in VARIANTS])
     del frame
@@ -150,14 +157,21 @@ def main() -> None:
     config = AssessConfig(horizons=HORIZONS, placebos=args.placebos, spa_reps=args.spa_reps,
                           pbo_partitions=args.pbo_partitions,
                           bootstrap_reps=args.bootstrap_reps)
-    assessment = assess(panel, cost, config, grid=grid, timings=timings)
+    assess_cpu = time.process_time()
+    assessment = assess(panel, cost, config, grid=grid, timings=timings, insample=result)
+    assess_cpu = time.process_time() - assess_cpu
     for name, seconds in timings.items():
-        part(name, seconds)
+        part(name, seconds, cpu=False)
+    cpu_mark[0] = time.process_time()
+    print(f"  {'(out-of-sample assessment, all parts)':<44} {sum(timings.values()):7.2f} s  "
+          f"{assess_cpu:7.2f} s cpu")
     total = time.perf_counter() - total_started
+    total_cpu = time.process_time() - cpu_started
     cells = n_symbols * n_days * len(VARIANTS) * len(HORIZONS)
-    print(f"TOTAL {total:.1f} s for {len(VARIANTS)} variants x {n_symbols:,} symbols x "
-          f"{n_days:,} sessions x {len(HORIZONS)} horizons ({cells / total:,.0f} "
-          f"cell-horizons/s), {assessment.n_trials:,} trials, peak {peak_mb():,.0f} MB; "
+    print(f"TOTAL {total:.1f} s ({total_cpu:.1f} s cpu) for {len(VARIANTS)} variants x "
+          f"{n_symbols:,} symbols x {n_days:,} sessions x {len(HORIZONS)} horizons "
+          f"({cells / total:,.0f} cell-horizons/s), {assessment.n_trials:,} trials, "
+          f"peak {peak_mb():,.0f} MB; "
           f"{len(result.metrics):,} in-sample numbers; verdicts "
           + ", ".join(f"{k}={v.verdict}" for k, v in assessment.verdicts.items()))
 

@@ -110,7 +110,9 @@ class PanelGrid:
             raise DataFormatError("NULL symbol or date", source="daily_metrics frame",
                                   field="symbol" if (symbol_pos < 0).any() else "date")
         flat = date_pos.astype(np.int64) * len(symbols) + symbol_pos
-        if len(np.unique(flat)) != len(flat):
+        seen = np.zeros(len(dates) * len(symbols), dtype=bool)  # O(rows), no sort or hash
+        seen[flat] = True
+        if np.count_nonzero(seen) != len(flat):
             dup = frame.loc[pd.Series(flat).duplicated().to_numpy(), ["symbol", "date"]].iloc[0]
             raise DataFormatError(
                 f"duplicate (symbol, date) row: {dup['symbol']} {dup['date']}",

@@ -130,3 +130,20 @@ def test_assess_few_names_runs_the_time_series_and_says_so() -> None:
     short = _panel(30, 1, beta=0.0, seed=3)
     verdict = assess(short, side_costs(short.shape), FAST).verdicts["short_buy_sell_ratio_z"]
     assert verdict.verdict == "insufficient_data" and "needs at least" in verdict.reason
+
+
+def test_assess_reusing_the_in_sample_series_gives_the_same_numbers() -> None:
+    from darkpool_analysis.evaluation.ic import evaluate_panel
+
+    panel = _panel(220, 40, beta=0.002, seed=5)
+    cost = side_costs(panel.shape, cost_bps=3.0)
+    insample = evaluate_panel(panel, FAST.horizons, side_cost=cost)
+    alone = assess(panel, cost, FAST)
+    shared = assess(panel, cost, FAST, insample=insample)
+    pd.testing.assert_frame_equal(shared.oos, alone.oos, rtol=1e-12)
+    assert {k: v.reason for k, v in shared.verdicts.items()} == \
+        {k: v.reason for k, v in alone.verdicts.items()}
+    # another cost array: nothing is re-used, still the same as computing afresh
+    other = assess(panel, side_costs(panel.shape, cost_bps=9.0), FAST, insample=insample)
+    fresh = assess(panel, side_costs(panel.shape, cost_bps=9.0), FAST)
+    pd.testing.assert_frame_equal(other.oos, fresh.oos)

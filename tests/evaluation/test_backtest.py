@@ -9,6 +9,7 @@ import pytest
 
 from darkpool_analysis.errors import ConfigError
 from darkpool_analysis.evaluation.backtest import (
+    NET_STATS,
     BacktestEngine,
     ExitRule,
     parse_exit,
@@ -62,14 +63,24 @@ def test_overlapping_signals_do_not_stack() -> None:
 
 
 def _reference(signal: np.ndarray, open_: np.ndarray, close: np.ndarray, buy: float,
-               sell: float, rule: ExitRule, neutral: float,
-               in_window: np.ndarray) -> tuple[list[tuple[int, int, int, float]], np.ndarray]:
-    """Slow day-by-day state machine: trades (symbol, entry, exit, return) and daily mean."""
+               sell: float, rule: ExitRule, neutral: float, in_window: np.ndarray,
+               cost: np.ndarray | None = None,
+               net: dict[str, object] | None = None
+               ) -> tuple[list[tuple[int, int, int, float]], np.ndarray]:
+    """Slow day-by-day state machine: trades (symbol, entry, exit, return) and daily mean.
+
+    With ``cost`` (per-side fractions) and a ``net`` dict, also fills ``net["daily"]`` (the
+    net daily mean: the entry mark divided by 1 + entry cost, the exit mark multiplied by
+    1 - exit cost), ``net["trades"]`` (net trade returns in ``trades`` order) and
+    ``net["positions"]`` (positions held per day)."""
     n, m = signal.shape
     close_ff = pd.DataFrame(close).ffill().to_numpy()
     level = rule.decay_level if rule.decay_level is not None else neutral
+    cost = np.zeros((n, m)) if cost is None else cost
     trades = []
+    net_trades: dict[tuple[int, int], float] = {}
     day_sum, day_count = np.zeros(n), np.zeros(n)
+    net_sum = np.zeros(n)
     for s in range(m):
         position = None  # (signal_day, entry_day, entry_price)
         pending_entry = pending_exit = False
@@ -79,12 +90,20 @@ def _reference(signal: np.ndarray, open_: np.ndarray, close: np.ndarray, buy: fl
                         at_open: bool) -> None:
             _t, e, p0 = position
             trades.append((s, e, day, price / p0 - 1))
+            net_trades[(s, e)] = price * (1 - cost[day, s]) / (p0 * (1 + cost[e, s])) - 1
             for d in range(e, day + 1):
                 start = p0 if d == e else close_ff[d - 1, s]
                 end = price if d == day else close_ff[d, s]
                 if at_open and d == day:
                     end = price
                 day_sum[d] += end / start - 1
+                mark = end / start - 1
+                growth = 1 + (mark if np.isfinite(mark) else 0.0)
+                if d == e:
+                    growth /= 1 + cost[e, s]
+                if d == day:
+                    growth *= 1 - cost[day, s]
+                net_sum[d] += growth - 1
                 day_count[d] += 1
 
         for d in range(n):
@@ -113,6 +132,10 @@ def _reference(signal: np.ndarray, open_: np.ndarray, close: np.ndarray, buy: fl
             close_trade(s, position, n - 1, close_ff[n - 1, s], False)
     with np.errstate(invalid="ignore"):
         daily = np.where(day_count > 0, day_sum / np.maximum(day_count, 1), 0.0)
+    if net is not None:
+        net["daily"] = np.where(day_count > 0, net_sum / np.maximum(day_count, 1), 0.0)
+        net["trades"] = [net_trades[(s, e)] for s, e, _x, _r in sorted(trades)]
+        net["positions"] = day_count
     return sorted(trades), daily
 
 
@@ -212,3 +235,54 @@ def test_summary_statistics_by_hand() -> None:
     nothing = summarize(np.array([]), np.array([]), np.array([], dtype=bool), np.zeros(4),
                         np.zeros(4))
     assert np.isnan(nothing["profit_factor"]) and np.isnan(nothing["win_rate"])
+
+
+@pytest.mark.parametrize("spec", ["fixed:1", "fixed:6", "first_dist", "two_dist", "hybrid:4",
+                                  "decay:2"])
+def test_engine_net_series_and_statistics_equal_slow_reference(spec: str) -> None:
+    """Costs on every path: the compiled walk's net daily series, net trade returns and the
+    whole statistics row equal the day-by-day state machine's."""
+    rng = np.random.default_rng(29)
+    n, m = 150, 11
+    dates = pd.bdate_range("2022-01-03", periods=n)
+    signal = np.clip(50 + 15 * rng.normal(size=(n, m)).cumsum(axis=0) / 4, 0, 100)
+    signal[rng.random((n, m)) < 0.03] = np.nan
+    close = 20 * np.exp(rng.normal(0, 0.02, (n, m)).cumsum(axis=0))
+    open_ = close * np.exp(rng.normal(0, 0.005, (n, m)))
+    open_[rng.random((n, m)) < 0.04] = np.nan
+    close[rng.random((n, m)) < 0.04] = np.nan
+    close[0] = 20.0
+    cost = rng.uniform(0.0002, 0.003, (n, m))
+    in_window = (np.arange(n) >= 12) & (np.arange(n) < n - 15)
+    rule = parse_exit(spec)
+    engine = BacktestEngine(dates, pd.Index([f"S{i}" for i in range(m)]), open_, close,
+                            in_window, side_cost=cost)
+    result = engine.run(signal, buy=62, sell=38, rule=rule, neutral=50)
+    net: dict[str, object] = {}
+    expected, gross_daily = _reference(signal, open_, close, 62, 38, rule, 50, in_window,
+                                       cost, net)
+    got = sorted(zip(result.trades["symbol"].str[1:].astype(int),
+                     dates.get_indexer(result.trades["entry_date"]),
+                     dates.get_indexer(result.trades["exit_date"]),
+                     result.trades["return_net"], strict=True))
+    assert [g[:3] for g in got] == [e[:3] for e in expected]
+    np.testing.assert_allclose([g[3] for g in got], net["trades"], rtol=1e-12)
+    np.testing.assert_allclose(result.net_daily, net["daily"], atol=1e-12)
+    span = dates.get_indexer(result.daily["date"])
+    np.testing.assert_allclose(result.daily["return_net"], net["daily"][span], atol=1e-12)
+    exit_reason = result.trades.sort_values(["symbol", "entry_date"])["exit_reason"]
+    assert set(exit_reason) <= {"signal", "max_days", "end_of_data"}
+    trades = result.trades.assign(sym=result.trades["symbol"].str[1:].astype(int))
+    trades = trades.sort_values(["sym", "entry_date"])
+    end = trades["exit_reason"].to_numpy() == "end_of_data"
+    held = trades["sessions_held"].to_numpy()
+    positions = np.asarray(net["positions"])[span]
+    want = summarize(np.array([e[3] for e in expected]), held, end, gross_daily[span],
+                     positions)
+    want_net = summarize(np.asarray(net["trades"]), held, end, net["daily"][span], positions)
+    for k, v in want.items():
+        assert result.stats[k] == pytest.approx(v, rel=1e-10, abs=1e-12, nan_ok=True), k
+    for k in NET_STATS:
+        assert result.stats[f"net_{k}"] == pytest.approx(want_net[k], rel=1e-10, abs=1e-12,
+                                                       nan_ok=True), k
+    assert len(got) > 5

@@ -108,3 +108,70 @@ def test_bootstrap_interval_equals_arch_and_covers_the_mean() -> None:
     sparse = np.full((50, 1), np.nan)
     sparse[:2, 0] = 1.0
     assert np.isnan(bootstrap_mean_ci(sparse, block=3, reps=50)).all()
+
+
+def _pbo_reference(returns: np.ndarray, partitions: int) -> np.ndarray:
+    """CSCV logits the straightforward way: Sharpe matrices of every split by matrix
+    products, then argmax and ranks."""
+    import itertools
+
+    data = np.nan_to_num(returns, nan=0.0)
+    blocks = np.array_split(np.arange(len(data)), partitions)
+    total = np.stack([data[b].sum(axis=0) for b in blocks])
+    squares = np.stack([(data[b] ** 2).sum(axis=0) for b in blocks])
+    count = np.array([len(b) for b in blocks], dtype=float)
+    chosen = np.array(list(itertools.combinations(range(partitions), partitions // 2)))
+    member = np.zeros((len(chosen), partitions))
+    np.put_along_axis(member, chosen, 1.0, axis=1)
+
+    def sharpe(t: np.ndarray, q: np.ndarray, c: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = t / c
+            var = np.maximum(q / c - mean**2, 0.0)
+            return np.where(var > 0, mean / np.sqrt(var), np.nan)
+
+    is_sharpe = sharpe(member @ total, member @ squares, (member @ count)[:, None])
+    oos = np.nan_to_num(sharpe((1 - member) @ total, (1 - member) @ squares,
+                               ((1 - member) @ count)[:, None]), nan=-np.inf)
+    best = np.argmax(np.nan_to_num(is_sharpe, nan=-np.inf), axis=1)
+    best_oos = oos[np.arange(len(best)), best]
+    rank = (oos < best_oos[:, None]).sum(axis=1) + ((oos == best_oos[:, None]).sum(axis=1)
+                                                    + 1) / 2.0
+    omega = rank / (data.shape[1] + 1)
+    return np.log(omega / (1 - omega))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pbo_kernel_equals_matrix_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    returns = rng.normal(0, 0.01, (400, 37))
+    returns[:, 5] += 0.002 * seed
+    returns[:, 7] = 0.0  # a flat strategy: NaN Sharpe everywhere
+    returns[:, 9] = returns[:, 8]  # exact ties
+    returns[rng.random(returns.shape) < 0.01] = np.nan
+    got = pbo_cscv(returns, 10).logits
+    np.testing.assert_allclose(got, _pbo_reference(returns, 10), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("seed", "shift"), [(1, 0.004), (2, 0.0), (3, -0.003)])
+def test_compiled_spa_equals_arch_on_every_intermediate(seed: int, shift: float) -> None:
+    """The compiled variance and bootstrap means reproduce arch's own arrays (and so its
+    p-values), including columns the consistent rule drops (much worse models)."""
+    from darkpool_analysis.evaluation.inference import _spa_class
+
+    rng = np.random.default_rng(seed)
+    benchmark = rng.normal(0.0002, 0.01, 300)
+    models = rng.normal(0.0, 0.01, (300, 9))
+    models[:, 2] += shift
+    models[:, 4] -= 0.01  # invalid for the consistent p-value
+    plain = SPA(-benchmark, -models, block_size=7, reps=200, seed=seed)
+    compiled = _spa_class()(-benchmark, -models, block_size=7, reps=200, seed=seed)
+    assert type(compiled) is not SPA
+    plain.compute()
+    compiled.compute()
+    np.testing.assert_array_equal(compiled._loss_diff_var, plain._loss_diff_var)
+    np.testing.assert_array_equal(compiled._valid_columns, plain._valid_columns)
+    np.testing.assert_array_equal(compiled._simulated_vals, plain._simulated_vals)
+    assert compiled.pvalues.equals(plain.pvalues)
+    assert spa_pvalue(benchmark, models, reps=200, block_size=7, seed=seed) == \
+        plain.pvalues["consistent"]

@@ -48,11 +48,11 @@ import pandas as pd
 from darkpool_analysis.evaluation.backtest import GridResult
 from darkpool_analysis.evaluation.fmt import fmt_num, fmt_p
 from darkpool_analysis.evaluation.ic import (
+    EvaluationResult,
     RowSorter,
     cross_sectional_ic,
     quantile_labels,
-    quantile_returns,
-    spread_costs,
+    quantile_spreads,
 )
 from darkpool_analysis.evaluation.inference import (
     bootstrap_mean_ci,
@@ -238,10 +238,14 @@ def _best_column(returns: np.ndarray, columns: np.ndarray) -> int | None:
 
 def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
            grid: GridResult | None = None, executor: Executor | None = None,
-           timings: dict[str, float] | None = None) -> Assessment:
+           timings: dict[str, float] | None = None,
+           insample: EvaluationResult | None = None) -> Assessment:
     """The out-of-sample assessment of every variant of ``panel`` (see the module doc).
 
     ``timings``, if given, receives the seconds of each part (for ``bench/evaluate.py``).
+    ``insample``: :func:`ic.evaluate_panel`'s result on the same panel; its per-date IC and
+    spreads are re-used (same numbers) when its quantiles, minimum names and cost array
+    fit ``cfg`` and ``side_cost``.
     """
     clock = [time.perf_counter()]
 
@@ -274,10 +278,19 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
     spread_daily: dict[tuple[str, int], np.ndarray] = {}
     ic_oos: dict[tuple[str, int], np.ndarray] = {}
     fwd_sorters: dict[int, RowSorter] = {}
+    shared = insample.per_date if insample is not None else None
+    if shared is not None and (time_series or shared.quantiles != cfg.quantiles
+                               or shared.min_assets > cfg.min_names
+                               or shared.side_cost is not side_cost
+                               or not all((n, h) in shared.ic for n in signals
+                                          for h in horizons)):
+        shared = None
     for name, signal in signals.items():
         variant = panel.variants.get(name)
-        labels = None if time_series else quantile_labels(signal, cfg.quantiles)
-        sorter = (RowSorter(signal[oos]) if len(oos) and not time_series else None)
+        labels = (None if time_series or shared is not None
+                  else quantile_labels(signal, cfg.quantiles))
+        sorter = (RowSorter(signal[oos]) if len(oos) and not time_series and shared is None
+                  else None)
         for h, fwd in fwd_all.items():
             if time_series:
                 position = _ts_position(signal, getattr(variant, "buy", None),
@@ -294,9 +307,12 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
                         np.nan)
                 if variant is None or (variant.buy is None and variant.sell is None):
                     net = gross = np.full(len(net), np.nan)
+            elif shared is not None:
+                gross = shared.spread[(name, h)]
+                net = gross - shared.cost[(name, h)]
             elif labels is not None:
-                _table, gross = quantile_returns(labels, fwd, cfg.quantiles)
-                net = gross - spread_costs(labels, side_cost, cfg.quantiles, h)
+                _table, gross, trip = quantile_spreads(labels, fwd, cfg.quantiles, side_cost, h)
+                net = gross - trip
             spread_daily[(name, h)] = net / h
             if not len(oos):
                 ic_oos[(name, h)] = np.array([])
@@ -304,6 +320,9 @@ def assess(panel: EvalPanel, side_cost: np.ndarray, cfg: AssessConfig, *,
                 continue
             if time_series:
                 ic = time_series_ic_series(signal[oos], fwd[oos], min_obs=cfg.min_oos_dates)
+            elif shared is not None:  # the same per-date IC, with at least min_names names
+                ic = np.where(shared.names[(name, h)][oos] >= cfg.min_names,
+                              shared.ic[(name, h)][oos], np.nan)
             else:
                 if h not in fwd_sorters:
                     fwd_sorters[h] = RowSorter(fwd[oos])

@@ -19,9 +19,11 @@ Costs: with ``side_cost`` (a dates x names matrix of per-side cost fractions, se
 factors on the entry and exit days, so compounding the daily net marks gives the net trade.
 Every statistic exists gross and net (``net_`` prefix).
 
-Vectorised: for every candidate entry cell the exit is computed with array operations
-("next trigger at or after" via reverse cumulative minima); the only loop walks the chain of
-non-overlapping trades, all tickers at once, one trade per ticker per step.
+Compiled (:mod:`kernels`): per signal and buy threshold one array "next entry at or after"
+and per exit condition one "next trigger at or after" (cached across a grid's
+combinations); a combination then walks each name's chain of non-overlapping trades with
+those jumps and adds each held cell's mark to its date, so it costs the trades plus the held
+cells, not dense passes over the panel.
 """
 
 from __future__ import annotations
@@ -112,24 +114,6 @@ class BacktestResult:
     net_daily: np.ndarray = field(default_factory=lambda: np.zeros(0))  # net, every row
 
 
-def _reverse_next(flags: np.ndarray) -> np.ndarray:
-    """``out[t, s]`` = first row index >= t where ``flags`` is True (n if none); n+1 rows."""
-    n = len(flags)
-    idx = np.where(flags, np.arange(n, dtype=np.int32)[:, None], np.int32(n))
-    out = np.empty((n + 1, flags.shape[1]), dtype=np.int32)
-    out[n] = n
-    out[:n] = np.minimum.accumulate(idx[::-1], axis=0)[::-1]
-    return out
-
-
-def _run_length(flags: np.ndarray) -> np.ndarray:
-    """Length of the run of True ending at each row (0 where False)."""
-    n = len(flags)
-    idx = np.arange(n, dtype=np.int32)[:, None]
-    last_false = np.maximum.accumulate(np.where(flags, np.int32(-1), idx), axis=0)
-    return idx - last_false
-
-
 def ffill_rows(values: np.ndarray) -> np.ndarray:
     """Forward-fill NaNs down each column (last known price)."""
     n = len(values)
@@ -142,6 +126,8 @@ class BacktestEngine:
     """Prices prepared once; :meth:`run` backtests one (signal, thresholds, exit) combination.
 
     ``in_window`` restricts entry signals to the evaluation window; exits may use later data.
+    The walk itself is compiled (:mod:`kernels`, names x dates layout); the arrays it needs
+    are transposed here once.
     """
 
     def __init__(self, dates: pd.DatetimeIndex, symbols: pd.Index, open_: np.ndarray,
@@ -149,26 +135,35 @@ class BacktestEngine:
                  side_cost: np.ndarray | None = None) -> None:
         self.dates, self.symbols = dates, symbols
         self.n, self.m = open_.shape
-        self.side_cost = (np.zeros(open_.shape) if side_cost is None
-                          else np.nan_to_num(np.asarray(side_cost, dtype=float), nan=0.0))
-        if self.side_cost.shape != open_.shape:
+        cost = (np.zeros(open_.shape) if side_cost is None
+                else np.nan_to_num(np.asarray(side_cost, dtype=float), nan=0.0))
+        if cost.shape != open_.shape:
             raise ConfigError("side_cost must have the prices' dates x symbols shape")
-        self.open = np.where(open_ > 0, open_, np.nan)
-        self.close_ff = ffill_rows(np.where(close > 0, close, np.nan))
+        open_ = np.where(open_ > 0, open_, np.nan)
+        close_ff = ffill_rows(np.where(close > 0, close, np.nan))
         with np.errstate(invalid="ignore", divide="ignore"):
             daily = np.full(open_.shape, np.nan)
-            daily[1:] = self.close_ff[1:] / self.close_ff[:-1] - 1.0
-        self.close_to_close = np.nan_to_num(daily, nan=0.0)
+            daily[1:] = close_ff[1:] / close_ff[:-1] - 1.0
         self.in_window = np.ones(self.n, dtype=bool) if in_window is None else in_window
-        rows = np.arange(self.n)
-        self.window_rows = rows[self.in_window]
+        self.window_rows = np.arange(self.n)[self.in_window]
         # the entry open (t+1) must exist; a missing exit open falls back to that day's close
-        self.next_open = np.full(open_.shape, np.nan)
-        self.next_open[:-1] = self.open[1:]
-        self.exit_open = np.where(np.isfinite(self.open), self.open, self.close_ff)
-        # small bounded caches so a grid re-uses entry/exit arrays across combinations
+        next_open = np.zeros(open_.shape, dtype=bool)
+        next_open[:-1] = np.isfinite(open_[1:])
+
+        def names_by_dates(values: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(values.T)
+
+        self._open = names_by_dates(open_)
+        self._close_ff = names_by_dates(close_ff)
+        self._exit_open = names_by_dates(np.where(np.isfinite(open_), open_, close_ff))
+        self._close_to_close = names_by_dates(np.nan_to_num(daily, nan=0.0))
+        self._cost = names_by_dates(cost)
+        self._eligible = names_by_dates(next_open & self.in_window[:, None])
+        # small bounded caches so a grid re-uses the transposed signal and the entry/exit
+        # arrays across combinations
+        self._signals: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
         self._entries: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
-        self._triggers: OrderedDict[tuple[object, ...], np.ndarray | None] = OrderedDict()
+        self._triggers: OrderedDict[tuple[object, ...], np.ndarray] = OrderedDict()
 
     @staticmethod
     def _cached(cache: OrderedDict[tuple[object, ...], Any], key: tuple[object, ...] | None,
@@ -191,94 +186,102 @@ class BacktestEngine:
         ``key`` names the signal so entry/exit arrays can be cached across calls (a grid);
         ``detail=False`` skips the trade table and daily frame (statistics only).
         """
-        n, m = self.n, self.m
-        if sell is not None and sell >= buy:
-            raise ConfigError(f"sell threshold {sell} must be below buy threshold {buy}")
-        decay_level = rule.decay_level if rule.decay_level is not None else neutral
-        if rule.decay_days is not None and decay_level > buy:
-            raise ConfigError(f"decay level {decay_level} must not exceed buy threshold {buy}")
-        if rule.distribution_run is not None and sell is None:
-            raise ConfigError(f"exit {rule.name!r} needs a sell threshold")
+        return self._walk(signal, buy, [(sell, rule)], neutral, key, detail)[0]
 
-        def entries() -> np.ndarray:
-            with np.errstate(invalid="ignore"):
-                ok = (signal >= buy) & self.in_window[:, None] & np.isfinite(self.next_open)
-            return _reverse_next(ok)
+    def run_many(self, signal: np.ndarray, *, buy: float,
+                 exits: Sequence[tuple[float | None, ExitRule]], neutral: float = 0.0,
+                 key: str | None = None) -> list[BacktestResult]:
+        """Statistics-only backtests of every (sell threshold, exit rule) of ``exits`` with
+        one buy threshold, in one compiled pass (each name's rows are read once for all)."""
+        return self._walk(signal, buy, exits, neutral, key, False)
 
-        def triggers() -> np.ndarray | None:
-            trigger = np.zeros((n, m), dtype=bool)
-            with np.errstate(invalid="ignore"):
-                if rule.distribution_run is not None:
-                    trigger |= _run_length(signal <= sell) >= rule.distribution_run
-                if rule.decay_days is not None:
-                    trigger |= _run_length(signal < decay_level) >= rule.decay_days
-            return _reverse_next(trigger) if trigger.any() else None
+    def _walk(self, signal: np.ndarray, buy: float,
+              exits: Sequence[tuple[float | None, ExitRule]], neutral: float,
+              key: str | None, detail: bool) -> list[BacktestResult]:
+        from darkpool_analysis.evaluation import kernels
 
-        next_entry = self._cached(self._entries, None if key is None else (key, buy), 16,
-                                  entries)
-        rule_key = (rule.distribution_run, rule.decay_days, decay_level,
-                    sell if rule.distribution_run is not None else None)
-        next_trigger = self._cached(self._triggers, None if key is None else (key, *rule_key),
-                                    2, triggers)
-        current = next_entry[0].copy()
-        chunks: list[tuple[np.ndarray, ...]] = []
-        while True:
-            active = np.nonzero(current < n)[0]
-            if not len(active):
-                break
-            t = current[active]
-            exit_row, at_open, reason = self._exits(t, active, rule, next_trigger)
-            chunks.append((active, t, exit_row, at_open, reason))
-            current[active] = next_entry[exit_row, active]
-        return self._collect(chunks, detail)
+        rule_keys = []
+        for sell, rule in exits:
+            if sell is not None and sell >= buy:
+                raise ConfigError(f"sell threshold {sell} must be below buy threshold {buy}")
+            level = rule.decay_level if rule.decay_level is not None else neutral
+            if rule.decay_days is not None and level > buy:
+                raise ConfigError(f"decay level {level} must not exceed buy threshold {buy}")
+            if rule.distribution_run is not None and sell is None:
+                raise ConfigError(f"exit {rule.name!r} needs a sell threshold")
+            rule_keys.append(None if rule.distribution_run is None and rule.decay_days is None
+                             else (rule.distribution_run or 0, rule.decay_days or 0,
+                                   float(level), float(sell) if rule.distribution_run
+                                   is not None and sell is not None else np.nan))
+        values = self._cached(self._signals, None if key is None else (key,), 1,
+                              lambda: np.ascontiguousarray(np.asarray(signal, dtype=float).T))
+        entries, bound = self._cached(
+            self._entries, None if key is None else (key, buy), 16,
+            lambda: kernels.next_entry(values, float(buy), self._eligible))
+        distinct = tuple(dict.fromkeys(k for k in rule_keys if k is not None))
 
-    def _exits(self, t: np.ndarray, sym: np.ndarray, rule: ExitRule,
-               next_trigger: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Exit row, whether at the open, and the reason code (0 signal, 1 max, 2 end)."""
-        last = self.n - 1
-        big = np.int64(self.n + 10)
-        signal_exit = np.full(len(t), big)
-        if next_trigger is not None:
-            signal_exit = next_trigger[t + 1, sym].astype(np.int64) + 1  # open after trigger
-        fixed_exit = t + rule.max_days if rule.max_days is not None else np.full(len(t), big)
-        use_signal = (signal_exit <= fixed_exit) & (signal_exit <= last)
-        use_fixed = ~use_signal & (fixed_exit <= last)
-        exit_row = np.where(use_signal, signal_exit, np.where(use_fixed, fixed_exit, last))
-        reason = np.where(use_signal, 0, np.where(use_fixed, 1, 2)).astype(np.int8)
-        return exit_row.astype(np.int64), use_signal, reason
+        def stack() -> np.ndarray:
+            out = np.empty((len(distinct), self.m, self.n + 1), dtype=np.int32)
+            for i, (run, decay_days, level, sell) in enumerate(distinct):
+                out[i] = kernels.next_trigger(values, sell, run, level, decay_days)
+            return out
 
-    def _collect(self, chunks: list[tuple[np.ndarray, ...]], detail: bool) -> BacktestResult:
-        if chunks:
-            sym, t, exit_row, at_open, reason = (np.concatenate(p) for p in zip(*chunks,
-                                                                                strict=True))
-        else:
-            sym = t = exit_row = np.array([], dtype=np.int64)
-            at_open = np.array([], dtype=bool)
-            reason = np.array([], dtype=np.int8)
-        entry_row = t + 1
-        entry_price = self.open[entry_row, sym]
-        exit_price = np.where(at_open, self.exit_open[exit_row, sym],
-                              self.close_ff[exit_row, sym])
-        trade_return = exit_price / entry_price - 1.0
-        entry_cost = self.side_cost[entry_row, sym]
-        exit_cost = self.side_cost[exit_row, sym]
-        net_return = (exit_price * (1.0 - exit_cost)) / (entry_price * (1.0 + entry_cost)) - 1.0
-        span, gross, net, positions = self._daily(sym, entry_row, exit_row, at_open,
-                                                  entry_price, exit_price, entry_cost,
-                                                  exit_cost)
+        triggers = self._cached(self._triggers, None if key is None else (key, distinct), 1,
+                                stack)
+        trigger_of = np.array([-1 if k is None else distinct.index(k) for k in rule_keys],
+                              dtype=np.int64)
+        max_days = np.array([rule.max_days or 0 for _sell, rule in exits], dtype=np.int64)
+        n, combos = self.n, len(exits)
+        trade_return, net_return = np.empty((combos, bound)), np.empty((combos, bound))
+        trades, sessions, at_end = (np.zeros(combos, dtype=np.int64) for _ in range(3))
+        gross_sum, adjust = np.zeros((combos, n)), np.zeros((combos, n))
+        change = np.zeros((combos, n + 1), dtype=np.int64)
+        rows = np.empty((4, bound) if detail else (0, 0), dtype=np.int32)
+        kernels.walk_trades(entries, triggers, trigger_of, max_days, self._open,
+                            self._exit_open, self._close_ff, self._close_to_close, self._cost,
+                            trade_return, net_return, trades, sessions, at_end, gross_sum,
+                            adjust, change, rows)
+        results = []
+        for j in range(combos):
+            k = int(trades[j])
+            results.append(self._collect(
+                trade_return[j, :k], net_return[j, :k], sessions[j] / k if k else np.nan,
+                float(at_end[j]), gross_sum[j], adjust[j], np.cumsum(change[j, :n]),
+                rows[:, :k] if detail else None))
+        return results
+
+    def _collect(self, trade_return: np.ndarray, net_return: np.ndarray, mean_held: float,
+                 open_at_end: float, gross_sum: np.ndarray, adjust: np.ndarray,
+                 positions: np.ndarray, rows: np.ndarray | None) -> BacktestResult:
+        """The equal-weight daily portfolio series (gross and net: the mean mark of the
+        positions held each date, 0 when flat), the statistics and, given the trades' rows
+        (name, signal date, exit date, reason), the trade table and the daily frame."""
+        scale = np.maximum(positions, 1)
+        gross = np.where(positions > 0, gross_sum / scale, 0.0)
+        net = np.where(positions > 0, (gross_sum + adjust) / scale, 0.0)
+        first = int(self.window_rows[0]) if len(self.window_rows) else 0
+        last_held = int(np.flatnonzero(positions)[-1]) if positions.any() else first
+        end = max(last_held, int(self.window_rows[-1]) if len(self.window_rows) else first)
+        span = slice(first, end + 1)
         returns, returns_net, held = gross[span], net[span], positions[span]
-        held_sessions = exit_row - entry_row + 1
-        stats = summarize(trade_return, held_sessions, reason == 2, returns, held)
-        net_stats = summarize(net_return, held_sessions, reason == 2, returns_net, held)
+        stats = _statistics(trade_return, mean_held, open_at_end, returns, held)
+        net_stats = _statistics(net_return, mean_held, open_at_end, returns_net, held)
         stats.update({f"net_{k}": net_stats[k] for k in NET_STATS})
-        if not detail:
+        if rows is None:
             return BacktestResult(pd.DataFrame(), pd.DataFrame(), stats, net)
+        sym, t, exit_row, reason = (r.astype(np.int64) for r in rows)
+        entry_row = t + 1
+        at_open = reason == 0
+        entry_price = self._open[sym, entry_row]
+        exit_price = np.where(at_open, self._exit_open[sym, exit_row],
+                              self._close_ff[sym, exit_row])
+        entry_cost, exit_cost = self._cost[sym, entry_row], self._cost[sym, exit_row]
         trades = pd.DataFrame({
             "symbol": self.symbols[sym], "signal_date": self.dates[t],
             "entry_date": self.dates[entry_row], "entry_price": entry_price,
             "exit_date": self.dates[exit_row], "exit_price": exit_price,
             "exit_reason": np.array(["signal", "max_days", "end_of_data"])[reason],
-            "sessions_held": held_sessions, "return": trade_return,
+            "sessions_held": exit_row - t, "return": trade_return,
             "cost": 1.0 - (1.0 - exit_cost) / (1.0 + entry_cost), "return_net": net_return,
         }).sort_values(["entry_date", "symbol"], kind="stable", ignore_index=True)
         daily = pd.DataFrame({"date": self.dates[span], "return": returns,
@@ -287,68 +290,39 @@ class BacktestEngine:
                               "equity_net": np.cumprod(1.0 + returns_net)})
         return BacktestResult(trades, daily, stats, net)
 
-    def _daily(self, sym: np.ndarray, entry_row: np.ndarray, exit_row: np.ndarray,
-               at_open: np.ndarray, entry_price: np.ndarray, exit_price: np.ndarray,
-               entry_cost: np.ndarray, exit_cost: np.ndarray
-               ) -> tuple[slice, np.ndarray, np.ndarray, np.ndarray]:
-        """Equal-weight daily portfolio returns over the positions exposed each session:
-        (span from the first window date to the last exit, gross and net returns and open
-        positions on every row; 0 outside the span)."""
-        n, m = self.n, self.m
-        size = (n + 1) * m
-        change = (np.bincount(entry_row * m + sym, minlength=size)
-                  - np.bincount((exit_row + 1) * m + sym, minlength=size))
-        held = np.cumsum(change.reshape(n + 1, m)[:n], axis=0) > 0
-        cell = np.where(held, self.close_to_close, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cell[entry_row, sym] = self.close_ff[entry_row, sym] / entry_price - 1.0
-            opened = at_open & (exit_row > entry_row)
-            cell[exit_row[opened], sym[opened]] = (
-                exit_price[opened] / self.close_ff[exit_row[opened] - 1, sym[opened]] - 1.0)
-        # only the cells assigned above can be NaN (close_to_close is already filled)
-        for rows, cols in ((entry_row, sym), (exit_row[opened], sym[opened])):
-            values = cell[rows, cols]
-            cell[rows, cols] = np.where(np.isfinite(values), values, 0.0)
-        # net differs from gross only on entry and exit cells: add those differences per row
-        # instead of copying the whole matrix
-        same = exit_row == entry_row
-        entry_old = cell[entry_row, sym]
-        exit_old = cell[exit_row, sym]
-        entered = (1.0 + entry_old) / (1.0 + entry_cost)
-        adjust_entry = np.where(same, entered * (1.0 - exit_cost), entered) - 1.0 - entry_old
-        adjust_exit = np.where(same, 0.0, (1.0 + exit_old) * (1.0 - exit_cost) - 1.0 - exit_old)
-        adjust = (np.bincount(entry_row, adjust_entry, minlength=n)
-                  + np.bincount(exit_row, adjust_exit, minlength=n))
-        positions = held.sum(axis=1)
-        scale = np.maximum(positions, 1)
-        gross_sum = cell.sum(axis=1)
-        returns = np.where(positions > 0, gross_sum / scale, 0.0)
-        returns_net = np.where(positions > 0, (gross_sum + adjust) / scale, 0.0)
-        first = int(self.window_rows[0]) if len(self.window_rows) else 0
-        last_held = int(np.nonzero(positions)[0].max()) if positions.any() else first
-        end = max(last_held, int(self.window_rows[-1]) if len(self.window_rows) else first)
-        return slice(first, end + 1), returns, returns_net, positions
-
 
 def summarize(trade_returns: np.ndarray, sessions_held: np.ndarray, end_of_data: np.ndarray,
               daily_returns: np.ndarray, positions: np.ndarray) -> dict[str, float]:
     """Trade-level and daily-portfolio statistics (Sharpe on daily returns, annualised)."""
-    returns = trade_returns
-    wins, losses = returns[returns > 0], returns[returns < 0]
+    has = len(sessions_held) > 0
+    return _statistics(np.asarray(trade_returns, dtype=float),
+                       float(np.mean(sessions_held)) if has else np.nan,
+                       float(np.count_nonzero(end_of_data)), daily_returns, positions)
+
+
+def _statistics(trade_returns: np.ndarray, mean_held: float, open_at_end: float,
+                daily_returns: np.ndarray, positions: np.ndarray) -> dict[str, float]:
+    """:func:`summarize` from the trades' mean holding period and open-at-end count (what
+    the compiled walk accumulates). The trade-level sums and the median are one compiled
+    pass (:func:`kernels.trade_moments`: a grid summarises millions of trades)."""
+    from darkpool_analysis.evaluation import kernels
+
+    returns = np.ascontiguousarray(trade_returns, dtype=float)
+    count = len(returns)
+    wins, total, won, lost, median = kernels.trade_moments(returns)
     equity = np.cumprod(1.0 + daily_returns)
     std = daily_returns.std(ddof=1) if len(daily_returns) > 1 else np.nan
     drawdown = equity / np.maximum.accumulate(equity) - 1.0 if len(equity) else np.array([0.0])
-    has = len(returns) > 0
+    has = count > 0
     return {
-        "trades": float(len(returns)),
-        "win_rate": float((returns > 0).mean()) if has else np.nan,
-        "mean_trade_return": float(returns.mean()) if has else np.nan,
-        "median_trade_return": float(np.median(returns)) if has else np.nan,
+        "trades": float(count),
+        "win_rate": wins / count if has else np.nan,
+        "mean_trade_return": total / count if has else np.nan,
+        "median_trade_return": float(median) if has else np.nan,
         # No losing trade: infinite profit factor (as vectorbt reports it); no trade at all: NaN.
-        "profit_factor": (float(wins.sum() / -losses.sum()) if len(losses)
-                          else np.inf if len(wins) else np.nan),
-        "mean_sessions_held": float(sessions_held.mean()) if has else np.nan,
-        "open_at_end": float(end_of_data.sum()),
+        "profit_factor": (won / -lost if lost < 0 else np.inf if wins else np.nan),
+        "mean_sessions_held": mean_held if has else np.nan,
+        "open_at_end": open_at_end,
         "total_return": float(equity[-1] - 1.0) if len(equity) else 0.0,
         "sharpe_daily_annualised": float(daily_returns.mean() / std * np.sqrt(TRADING_DAYS))
         if np.isfinite(std) and std > 0 else np.nan,
@@ -401,25 +375,26 @@ class GridResult:
 
 
 def _sorted_points(points: Iterable[GridPoint]) -> list[tuple[int, GridPoint]]:
-    """Points ordered so combinations sharing exit arrays are adjacent (cache hits)."""
-    return sorted(enumerate(points), key=lambda ip: (
-        ip[1].variant, ip[1].rule.distribution_run or 0, ip[1].rule.decay_days or 0,
-        ip[1].rule.decay_level or 0, ip[1].sell if ip[1].sell is not None else np.inf,
-        ip[1].buy))
+    """Points ordered so combinations sharing a signal and a buy threshold are adjacent (one
+    compiled pass each)."""
+    return sorted(enumerate(points), key=lambda ip: (ip[1].variant, ip[1].buy))
 
 
 def grid_chunk(engine: BacktestEngine, signal: np.ndarray, neutral: float,
                points: Sequence[tuple[int, GridPoint]]
                ) -> tuple[list[int], list[dict[str, Any]], np.ndarray]:
     """Backtest the points of one variant (top level, so a process pool can pickle it):
-    (original positions, statistic rows, net daily returns rows x points)."""
+    (original positions, statistic rows, net daily returns rows x points). Points with the
+    same buy threshold run together (:meth:`BacktestEngine.run_many`)."""
     rows, series = [], []
-    for _position, point in points:
-        result = engine.run(signal, buy=point.buy, sell=point.sell, rule=point.rule,
-                            neutral=neutral, key=point.variant, detail=False)
-        rows.append({"variant": point.variant, "buy": point.buy, "sell": point.sell,
-                     "exit": point.rule.name, **result.stats})
-        series.append(result.net_daily)
+    for buy, group in itertools.groupby(points, key=lambda ip: ip[1].buy):
+        group = list(group)
+        results = engine.run_many(signal, buy=buy, exits=[(p.sell, p.rule) for _, p in group],
+                                  neutral=neutral, key=group[0][1].variant)
+        for (_position, point), result in zip(group, results, strict=True):
+            rows.append({"variant": point.variant, "buy": point.buy, "sell": point.sell,
+                         "exit": point.rule.name, **result.stats})
+            series.append(result.net_daily)
     matrix = np.column_stack(series) if series else np.zeros((engine.n, 0))
     return [p for p, _ in points], rows, matrix
 

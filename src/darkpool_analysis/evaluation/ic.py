@@ -1,9 +1,11 @@
 """Signal quality against forward returns: IC, quantiles, threshold events, turnover, placebo.
 
-All functions take dates x symbols float matrices (NaN = no value) and are vectorised across
-both axes. Definitions follow alphalens (``performance.factor_information_coefficient``,
-``mean_return_by_quantile``) so the numbers can be checked against it, with two deliberate
-differences, both to avoid look-ahead:
+All functions take dates x symbols float matrices (NaN = no value). Each matrix is sorted
+once (:class:`RowSorter`); the per-date statistics are compiled passes over those sorts
+(:mod:`ic_kernels`), and :func:`evaluate_panel` keeps the per-date IC and spreads that the
+out-of-sample assessment needs (:class:`PerDate`). Definitions follow alphalens
+(``performance.factor_information_coefficient``, ``mean_return_by_quantile``) so the numbers
+can be checked against it, with two deliberate differences, both to avoid look-ahead:
 
 * quantiles are formed each date among all names that have a signal that date, not only among
   names that later turn out to have a forward return (alphalens drops those rows first);
@@ -15,6 +17,7 @@ uses every ``h``-th date only.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from darkpool_analysis.evaluation.returns import EvalPanel, forward_returns, shift_rows
+from darkpool_analysis.evaluation.returns import EvalPanel, forward_returns
 
 log = logging.getLogger(__name__)
 
@@ -34,34 +37,49 @@ MIN_ASSETS = 5
 class RowSorter:
     """One argsort per matrix, reused for ranks under many masks and for percentiles.
 
-    Sorting each row once (NaN last) lets :meth:`ranks` rank any subset of the cells (e.g.
-    the cells where the signal AND a horizon's return exist) with cumulative counts instead of
-    a new sort: average ranks for ties, exactly like ``scipy.stats.rankdata``.
+    Sorting each row once (NaN last) lets any subset of the cells (e.g. the cells where the
+    signal AND a horizon's return exist) be ranked with counts instead of a new sort:
+    average ranks for ties, exactly like ``scipy.stats.rankdata``. The compiled statistics
+    (:mod:`ic_kernels`) read ``order`` and ``sorted``; :meth:`ranks` is the numpy form.
     """
 
     def __init__(self, values: np.ndarray) -> None:
-        values = np.ascontiguousarray(values)
+        values = np.ascontiguousarray(values, dtype=float)
+        self.values = values
         self.order = np.argsort(values, axis=1)  # tie order is irrelevant: ties are averaged
         self.sorted = np.take_along_axis(values, self.order, axis=1)
-        width = values.shape[1]
+        self.count = np.isfinite(values).sum(axis=1)
+
+    @functools.cached_property
+    def full_ranks(self) -> np.ndarray:
+        """Average ranks of each row among all its finite cells (NaN elsewhere)."""
+        from darkpool_analysis.evaluation.ic_kernels import average_ranks
+
+        return average_ranks(self.values, self.order, self.sorted)
+
+    @functools.cached_property
+    def _groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per sorted cell, the first and last position of its group of equal values."""
+        width = self.sorted.shape[1]
         new_group = np.ones(self.sorted.shape, dtype=bool)
         new_group[:, 1:] = self.sorted[:, 1:] != self.sorted[:, :-1]  # NaN != NaN: singletons
         positions = np.arange(width)
-        self.first = np.maximum.accumulate(np.where(new_group, positions, 0), axis=1)
+        first = np.maximum.accumulate(np.where(new_group, positions, 0), axis=1)
         ends = np.ones(self.sorted.shape, dtype=bool)
         ends[:, :-1] = new_group[:, 1:]
-        self.last = np.minimum.accumulate(np.where(ends, positions, width)[:, ::-1],
-                                          axis=1)[:, ::-1]
-        self.count = np.isfinite(values).sum(axis=1)
+        last = np.minimum.accumulate(np.where(ends, positions, width)[:, ::-1],
+                                     axis=1)[:, ::-1]
+        return first, last
 
     def ranks(self, mask: np.ndarray | None = None) -> np.ndarray:
         """Average ranks (1..k) among the ``mask`` cells of each row; NaN elsewhere."""
         in_mask = np.isfinite(self.sorted)
         if mask is not None:
             in_mask &= np.take_along_axis(mask, self.order, axis=1)
+        first, last = self._groups
         through = np.cumsum(in_mask, axis=1, dtype=np.int32)
-        before_group = np.take_along_axis(through - in_mask, self.first, axis=1)
-        through_group = np.take_along_axis(through, self.last, axis=1)
+        before_group = np.take_along_axis(through - in_mask, first, axis=1)
+        through_group = np.take_along_axis(through, last, axis=1)
         average = np.where(in_mask, (before_group + 1 + through_group) / 2.0, np.nan)
         out = np.empty(average.shape)
         np.put_along_axis(out, self.order, average, axis=1)
@@ -91,30 +109,27 @@ def row_ranks(values: np.ndarray) -> np.ndarray:
     return RowSorter(values).ranks()
 
 
-def rowwise_corr(a: np.ndarray, b: np.ndarray, min_count: int) -> np.ndarray:
-    """Pearson correlation of each row pair over jointly finite cells (NaN below min_count)."""
-    mask = np.isfinite(a) & np.isfinite(b)
-    count = mask.sum(axis=1)
-    safe = np.maximum(count, 1)
-    mean_a = np.where(mask, a, 0.0).sum(axis=1) / safe
-    mean_b = np.where(mask, b, 0.0).sum(axis=1) / safe
-    da = np.where(mask, a - mean_a[:, None], 0.0)
-    db = np.where(mask, b - mean_b[:, None], 0.0)
-    denom = np.sqrt((da * da).sum(axis=1) * (db * db).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = (da * db).sum(axis=1) / denom
-    return np.where((count >= min_count) & (denom > 0), corr, np.nan)
-
-
 def cross_sectional_ic(signal: np.ndarray, fwd: np.ndarray, min_assets: int = MIN_ASSETS,
                        *, signal_sorter: RowSorter | None = None,
                        fwd_sorter: RowSorter | None = None) -> np.ndarray:
     """Spearman rank correlation across symbols, one value per date (over the cells where
     both exist). Pass prebuilt sorters to avoid re-sorting the same matrix."""
-    mask = np.isfinite(signal) & np.isfinite(fwd)
-    ranks_s = (signal_sorter or RowSorter(signal)).ranks(mask)
-    ranks_f = (fwd_sorter or RowSorter(fwd)).ranks(mask)
-    return rowwise_corr(ranks_s, ranks_f, min_assets)
+    return cross_sectional_ic_names(signal, fwd, min_assets, signal_sorter=signal_sorter,
+                                    fwd_sorter=fwd_sorter)[0]
+
+
+def cross_sectional_ic_names(signal: np.ndarray, fwd: np.ndarray,
+                             min_assets: int = MIN_ASSETS, *,
+                             signal_sorter: RowSorter | None = None,
+                             fwd_sorter: RowSorter | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cross_sectional_ic` and the number of names it used per date."""
+    from darkpool_analysis.evaluation.ic_kernels import spearman_rows
+
+    signal, fwd = np.asarray(signal, dtype=float), np.asarray(fwd, dtype=float)
+    a, b = signal_sorter or RowSorter(signal), fwd_sorter or RowSorter(fwd)
+    return spearman_rows(signal, a.order, a.sorted, a.full_ranks, fwd, b.order, b.sorted,
+                         b.full_ranks, min_assets)
 
 
 def time_series_ic(signal: np.ndarray, fwd: np.ndarray, min_obs: int = 20, *,
@@ -122,11 +137,11 @@ def time_series_ic(signal: np.ndarray, fwd: np.ndarray, min_obs: int = 20, *,
                    fwd_sorter: RowSorter | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-symbol Spearman correlation over time; returns (ic, observations) per symbol.
     Sorters, if given, must be built on the transposed (symbols x dates) matrices."""
-    s, f = np.ascontiguousarray(signal.T), np.ascontiguousarray(fwd.T)
-    mask = np.isfinite(s) & np.isfinite(f)
-    ic = rowwise_corr((signal_sorter or RowSorter(s)).ranks(mask),
-                      (fwd_sorter or RowSorter(f)).ranks(mask), min_obs)
-    return ic, mask.sum(axis=1)
+    s = (signal_sorter.values if signal_sorter is not None
+         else np.ascontiguousarray(signal.T, dtype=float))
+    f = fwd_sorter.values if fwd_sorter is not None else np.ascontiguousarray(fwd.T, dtype=float)
+    ic = cross_sectional_ic(s, f, min_obs, signal_sorter=signal_sorter, fwd_sorter=fwd_sorter)
+    return ic, (np.isfinite(s) & np.isfinite(f)).sum(axis=1)
 
 
 def summarize_ic(ic: np.ndarray, horizon: int) -> dict[str, float]:
@@ -186,6 +201,31 @@ def _masked_row_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def quantile_spreads(labels: np.ndarray, fwd: np.ndarray, quantiles: int,
+                     side_cost: np.ndarray | None = None, horizon: int = 1
+                     ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """:func:`quantile_returns` and :func:`spread_costs` in one compiled pass per date:
+    (table, per-date top-minus-bottom spread, per-date round-trip cost; zeros without
+    ``side_cost``)."""
+    from darkpool_analysis.evaluation.ic_kernels import quantile_means
+
+    costs = (np.zeros((0, 0)) if side_cost is None
+             else np.ascontiguousarray(side_cost, dtype=float))
+    counts, raw, centred, cost = quantile_means(np.ascontiguousarray(labels, dtype=np.int8),
+                                                np.asarray(fwd, dtype=float), costs,
+                                                quantiles, horizon)
+    rows = []
+    for q in range(quantiles):
+        has = counts[:, q] > 0
+        rows.append({"quantile": q + 1, "count": int(counts[:, q].sum()),
+                     "dates": int(has.sum()),
+                     "mean": float(raw[has, q].mean()) if has.any() else np.nan,
+                     "mean_demeaned": float(centred[has, q].mean()) if has.any() else np.nan})
+    if side_cost is None:
+        cost = np.zeros(len(labels))
+    return pd.DataFrame(rows), raw[:, quantiles - 1] - raw[:, 0], cost
+
+
 def quantile_returns(labels: np.ndarray, fwd: np.ndarray,
                      quantiles: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Mean forward return per quantile (raw and date-demeaned) and the per-date
@@ -193,21 +233,10 @@ def quantile_returns(labels: np.ndarray, fwd: np.ndarray,
 
     Like alphalens' ``mean_return_by_quantile``: the mean of each (quantile, date) cell group,
     then the average over dates (every date weighs the same, however many names it has).
+    Demeaned: each return minus the date's mean over every labelled cell with a return.
     """
-    valid = (labels > 0) & np.isfinite(fwd)
-    demeaned = date_demeaned(fwd, valid)
-    rows = []
-    per_date: dict[int, np.ndarray] = {}
-    for q in range(1, quantiles + 1):
-        cell = valid & (labels == q)
-        raw = _masked_row_mean(fwd, cell)
-        centred = _masked_row_mean(demeaned, cell)
-        has = np.isfinite(raw)
-        rows.append({"quantile": q, "count": int(cell.sum()), "dates": int(has.sum()),
-                     "mean": float(raw[has].mean()) if has.any() else np.nan,
-                     "mean_demeaned": float(centred[has].mean()) if has.any() else np.nan})
-        per_date[q] = raw
-    return pd.DataFrame(rows), per_date[quantiles] - per_date[1]
+    table, spread, _cost = quantile_spreads(labels, fwd, quantiles)
+    return table, spread
 
 
 def spread_costs(labels: np.ndarray, side_cost: np.ndarray, quantiles: int,
@@ -216,10 +245,8 @@ def spread_costs(labels: np.ndarray, side_cost: np.ndarray, quantiles: int,
     buys (or sells short) at the open of ``t+1`` and closes at the close of ``t+h``, paying
     the per-side cost of those sessions, averaged over the leg's names (NaN when a leg is
     empty)."""
-    round_trip = shift_rows(side_cost, -1) + shift_rows(side_cost, -horizon)
-    top = _masked_row_mean(round_trip, (labels == quantiles) & np.isfinite(round_trip))
-    bottom = _masked_row_mean(round_trip, (labels == 1) & np.isfinite(round_trip))
-    return top + bottom
+    no_returns = np.full(labels.shape, np.nan)
+    return quantile_spreads(labels, no_returns, quantiles, side_cost, horizon)[2]
 
 
 def quantile_turnover(labels: np.ndarray, quantile: int) -> float:
@@ -233,15 +260,18 @@ def quantile_turnover(labels: np.ndarray, quantile: int) -> float:
 
 
 def rank_autocorrelation(signal: np.ndarray, sorter: RowSorter | None = None) -> float:
-    """Mean Spearman correlation of each date's signal with the previous session's."""
+    """Mean Spearman correlation of each date's signal with the previous session's (over
+    the names that have both)."""
+    from darkpool_analysis.evaluation.ic_kernels import spearman_rows
+
     if len(signal) < 2:
         return np.nan
+    signal = np.asarray(signal, dtype=float)
     sorter = sorter or RowSorter(signal)
-    valid = np.isfinite(signal)
-    both = valid[1:] & valid[:-1]
-    today, yesterday = np.zeros_like(valid), np.zeros_like(valid)
-    today[1:], yesterday[:-1] = both, both
-    values = rowwise_corr(sorter.ranks(today)[1:], sorter.ranks(yesterday)[:-1], MIN_ASSETS)
+    ranks = sorter.full_ranks
+    values, _names = spearman_rows(signal[1:], sorter.order[1:], sorter.sorted[1:], ranks[1:],
+                                   signal[:-1], sorter.order[:-1], sorter.sorted[:-1],
+                                   ranks[:-1], MIN_ASSETS)
     values = values[np.isfinite(values)]
     return float(values.mean()) if len(values) else np.nan
 
@@ -249,13 +279,32 @@ def rank_autocorrelation(signal: np.ndarray, sorter: RowSorter | None = None) ->
 def event_stats(mask: np.ndarray, fwd: np.ndarray, excess: np.ndarray, *, sign: int,
                 months: float) -> dict[str, float]:
     """Hit rate and returns of the cells in ``mask`` (``sign`` -1: a hit is a fall)."""
-    cell = mask & np.isfinite(fwd)
-    values, extra = fwd[cell], excess[cell]
+    return _event_summary(np.flatnonzero(mask & np.isfinite(fwd)), fwd, excess, sign, months)
+
+
+def threshold_event_stats(signal: np.ndarray, level: float, fwd: np.ndarray,
+                          excess: np.ndarray, *, sign: int, months: float) -> dict[str, float]:
+    """:func:`event_stats` of ``signal >= level`` (``sign`` 1) or ``signal <= level``
+    (``sign`` -1), every cell with a return for a NaN ``level``, selected in one compiled
+    pass (no mask matrices)."""
+    from darkpool_analysis.evaluation.ic_kernels import select_events
+
+    cells = select_events(np.asarray(signal, dtype=float), level, sign > 0,
+                          np.asarray(fwd, dtype=float))
+    return _event_summary(cells, fwd, excess, sign, months)
+
+
+def _event_summary(cells: np.ndarray, fwd: np.ndarray, excess: np.ndarray, sign: int,
+                   months: float) -> dict[str, float]:
+    """The statistics of :func:`event_stats` over the flat (row-major) ``cells``."""
+    from darkpool_analysis.evaluation.kernels import median
+
+    values, extra = fwd.ravel()[cells], excess.ravel()[cells]
     n = len(values)
     if n == 0:
         return {"count": 0.0}
     return {"count": float(n), "hit_rate": float((sign * values > 0).mean()),
-            "mean": float(values.mean()), "median": float(np.median(values)),
+            "mean": float(values.mean()), "median": float(median(values)),
             "mean_excess": float(np.nanmean(extra)) if np.isfinite(extra).any() else np.nan,
             "per_month": n / months if months > 0 else np.nan}
 
@@ -284,6 +333,23 @@ class EvaluationResult:
     spread_by_date: pd.DataFrame   # date, variant, horizon, spread
     ticker_ic: pd.DataFrame        # variant, horizon, symbol, ic, n
     label: str                     # the OTC-alignment label every output carries
+    per_date: PerDate | None = None  # arrays the out-of-sample assessment re-uses
+
+
+@dataclass(frozen=True)
+class PerDate:
+    """Per-date series of every (variant, horizon) that :func:`assess.assess` would compute
+    again on the same panel: the cross-sectional IC (``min_assets``) with its number of
+    names, and the gross top-minus-bottom spread of ``quantiles`` quantiles with its
+    round-trip cost under ``side_cost`` (the very array passed; compared by identity)."""
+
+    quantiles: int
+    min_assets: int
+    side_cost: np.ndarray | None
+    ic: dict[tuple[str, int], np.ndarray]
+    names: dict[tuple[str, int], np.ndarray]
+    spread: dict[tuple[str, int], np.ndarray]
+    cost: dict[tuple[str, int], np.ndarray]
 
 
 def alignment_label(otc_alignment: str) -> str:
@@ -321,13 +387,13 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
                         for name, values in list(signals.items())})
     rows: list[dict[str, Any]] = []
     ic_frames, quantile_frames, spread_frames, ticker_frames = [], [], [], []
+    shared = PerDate(quantiles, min_assets, side_cost, {}, {}, {}, {})
     universe = {h: date_demeaned(f, np.isfinite(f)) for h, f in fwd_all.items()}
     fwd_sorters = {h: RowSorter(f) for h, f in fwd_all.items()}
     fwd_sorters_t = {h: RowSorter(np.ascontiguousarray(f.T)) for h, f in fwd_all.items()}
     for h, fwd in fwd_all.items():
-        everything = np.isfinite(fwd)
-        rows += _metric_rows("events", "always_long", h, event_stats(
-            everything, fwd, universe[h], sign=1, months=months))
+        rows += _metric_rows("events", "always_long", h, threshold_event_stats(
+            fwd, np.nan, fwd, universe[h], sign=1, months=months))
     for name, signal in signals.items():
         base = name.removeprefix("placebo:")
         variant = panel.variants.get(base)
@@ -341,15 +407,17 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
                 "bottom_quantile_turnover": quantile_turnover(labels, 1),
                 "rank_autocorrelation": rank_autocorrelation(signal, sorter)})
         for h, fwd in fwd_all.items():
-            ic = cross_sectional_ic(signal, fwd, min_assets, signal_sorter=sorter,
-                                    fwd_sorter=fwd_sorters[h])
+            ic, names = cross_sectional_ic_names(signal, fwd, min_assets, signal_sorter=sorter,
+                                                 fwd_sorter=fwd_sorters[h])
             rows += _metric_rows("ic", name, h, summarize_ic(ic, h))
             ic_frames.append(pd.DataFrame({"date": panel.dates, "variant": name, "horizon": h,
                                            "ic": ic}).dropna(subset=["ic"]))
-            table, spread = quantile_returns(labels, fwd, quantiles)
+            table, spread, cost = quantile_spreads(labels, fwd, quantiles, side_cost, h)
+            if not name.startswith("placebo:"):
+                for store, value in ((shared.ic, ic), (shared.names, names),
+                                     (shared.spread, spread), (shared.cost, cost)):
+                    store[(name, h)] = value
             quantile_frames.append(table.assign(variant=name, horizon=h))
-            cost = (np.zeros(len(spread)) if side_cost is None
-                    else spread_costs(labels, side_cost, quantiles, h))
             spread_net = spread - cost
             spread_frames.append(pd.DataFrame({"date": panel.dates, "variant": name,
                                                "horizon": h, "spread": spread,
@@ -376,11 +444,13 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
                     "median": float(np.median(finite)) if len(finite) else np.nan,
                     "positive_share": float((finite > 0).mean()) if len(finite) else np.nan})
             if variant is not None and variant.buy is not None:
-                rows += _metric_rows("events", f"{name}>={variant.buy:g}", h, event_stats(
-                    signal >= variant.buy, fwd, universe[h], sign=1, months=months))
+                rows += _metric_rows("events", f"{name}>={variant.buy:g}", h,
+                                     threshold_event_stats(signal, variant.buy, fwd,
+                                                           universe[h], sign=1, months=months))
             if variant is not None and variant.sell is not None:
-                rows += _metric_rows("events", f"{name}<={variant.sell:g}", h, event_stats(
-                    signal <= variant.sell, fwd, universe[h], sign=-1, months=months))
+                rows += _metric_rows("events", f"{name}<={variant.sell:g}", h,
+                                     threshold_event_stats(signal, variant.sell, fwd,
+                                                           universe[h], sign=-1, months=months))
     def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
@@ -393,4 +463,5 @@ def evaluate_panel(panel: EvalPanel, horizons: tuple[int, ...], *, quantiles: in
                                                "spread_net"]),
         ticker_ic=_concat(ticker_frames, ["variant", "horizon", "symbol", "ic", "n"]),
         label=alignment_label(panel.otc_alignment),
+        per_date=shared,
     )

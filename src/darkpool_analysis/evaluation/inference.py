@@ -154,13 +154,6 @@ class PBOResult:
     combinations: int
 
 
-def _columns_sharpe(total: np.ndarray, squares: np.ndarray, count: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-        var = np.maximum(squares / count - mean**2, 0.0)
-        return np.where(var > 0, mean / np.sqrt(var), np.nan)
-
-
 @functools.lru_cache(maxsize=4)
 def _halves(partitions: int) -> np.ndarray:
     """0/1 membership matrix of every choice of half the blocks, (combinations, blocks)."""
@@ -178,9 +171,11 @@ def pbo_cscv(returns: np.ndarray, partitions: int = 16) -> PBOResult:
     Every split of the blocks into two halves is an in-sample/out-of-sample pair; the column
     with the best in-sample Sharpe gets its relative out-of-sample rank ``w`` (1/(N+1) ..
     N/(N+1)), logit ``log(w / (1 - w))``; PBO = share of splits with logit <= 0 (the chosen
-    strategy ranks at or below the median out of sample). Vectorised over splits via block
-    sums.
+    strategy ranks at or below the median out of sample). Block sums are formed once; each
+    split is one compiled pass over them (:func:`inference_kernels.cscv_logits`).
     """
+    from darkpool_analysis.evaluation.inference_kernels import cscv_logits
+
     data = np.nan_to_num(np.asarray(returns, dtype=float), nan=0.0)
     rows, n = data.shape
     if partitions < 2 or partitions % 2 or rows < partitions or n < 2:
@@ -191,32 +186,74 @@ def pbo_cscv(returns: np.ndarray, partitions: int = 16) -> PBOResult:
     squares = np.stack([(data[b] ** 2).sum(axis=0) for b in blocks])
     count = np.array([len(b) for b in blocks], dtype=float)
     member = _halves(partitions)
-    other = 1.0 - member
-    is_sharpe = _columns_sharpe(member @ total, member @ squares, (member @ count)[:, None])
-    oos_sharpe = _columns_sharpe(other @ total, other @ squares, (other @ count)[:, None])
-    best = np.argmax(np.nan_to_num(is_sharpe, nan=-np.inf), axis=1)
-    oos = np.nan_to_num(oos_sharpe, nan=-np.inf)
-    best_oos = oos[np.arange(len(best)), best]
-    below = (oos < best_oos[:, None]).sum(axis=1)
-    ties = (oos == best_oos[:, None]).sum(axis=1)
-    rank = below + (ties + 1) / 2.0  # average rank 1..N among the N strategies
-    omega = rank / (n + 1)
-    logits = np.log(omega / (1 - omega))
+    logits = cscv_logits(total, squares, count, np.ascontiguousarray(member))
     return PBOResult(float((logits <= 0).mean()), logits, partitions, len(member))
+
+
+def _spa_class() -> type:
+    """``arch.bootstrap.SPA`` with its two numpy loops compiled (same arithmetic, same
+    bootstrap draws): the HAC variance over every lag (``_compute_variance``) and the
+    means of the resampled loss differentials (``_simulate_values``: arch gathers every
+    resample and takes its mean three times). Everything else - the stationary bootstrap,
+    the validity rule, the re-centring, the p-values - is arch's own code. Falls back to
+    plain ``SPA`` if arch's internals differ from the ones this mirrors."""
+    from arch.bootstrap import SPA
+
+    if not all(callable(getattr(SPA, name, None)) for name in (
+            "_compute_variance", "_simulate_values", "_check_column_validity")):
+        return SPA
+
+    class CompiledSPA(SPA):  # type: ignore[misc, valid-type]
+        def _compute_variance(self) -> None:
+            from darkpool_analysis.evaluation.inference_kernels import lagged_cross_sums
+
+            if self.nested:
+                super()._compute_variance()
+                return
+            ld = self._loss_diff
+            demeaned = ld - ld.mean(axis=0)
+            t = self.t
+            p = 1.0 / self.block_size
+            weights = np.zeros(t)
+            for i in range(1, t):
+                kappa = ((1.0 - (i / t)) * ((1 - p) ** i)) + ((i / t) * ((1 - p) ** (t - i)))
+                weights[i] = 2 * kappa
+            variances = np.sum(demeaned**2, 0) / t
+            self._loss_diff_var = lagged_cross_sums(np.ascontiguousarray(demeaned), weights,
+                                                    t, variances)
+
+        def _simulate_values(self) -> None:
+            from darkpool_analysis.evaluation.inference_kernels import resampled_means
+
+            self._compute_variance()
+            self._valid_columns = self._check_column_validity()
+            upper_mean = self._loss_diff.mean(0)
+            consistent_mean = upper_mean.copy()
+            consistent_mean[np.logical_not(self._valid_columns)] = 0.0
+            lower_mean = upper_mean.copy()
+            lower_mean[lower_mean < 0] = 0.0
+            indices = np.stack([np.asarray(self.bootstrap.update_indices(), dtype=np.int64)
+                                for _ in range(self.reps)])
+            means = resampled_means(np.ascontiguousarray(self._loss_diff, dtype=float),
+                                    indices)
+            simulated = np.zeros((self.k, self.reps, 3))
+            for j, mean in enumerate((lower_mean, consistent_mean, upper_mean)):
+                simulated[:, :, j] = (means - mean).T
+            self._simulated_vals = simulated
+
+    return CompiledSPA
 
 
 def spa_pvalue(benchmark: np.ndarray, models: np.ndarray, *, reps: int = 1000,
                block_size: int = 10, seed: int = 0) -> float:
     """Hansen's SPA p-value (consistent) that no model beats ``benchmark`` (daily returns;
     higher is better, so losses are the negative returns), via ``arch.bootstrap.SPA`` with a
-    stationary bootstrap."""
-    from arch.bootstrap import SPA
-
+    stationary bootstrap (its numpy loops compiled, see :func:`_spa_class`)."""
     bench = -np.nan_to_num(np.asarray(benchmark, dtype=float), nan=0.0)
     losses = -np.nan_to_num(np.asarray(models, dtype=float), nan=0.0)
     if losses.ndim == 1:
         losses = losses[:, None]
-    spa = SPA(bench, losses, block_size=block_size, reps=reps, seed=seed)
+    spa = _spa_class()(bench, losses, block_size=block_size, reps=reps, seed=seed)
     spa.compute()
     return float(spa.pvalues["consistent"])
 

@@ -32,7 +32,7 @@ from darkpool_analysis.evaluation.ic import RowSorter
 def unit_ranks(values: np.ndarray) -> np.ndarray:
     """Row-wise ranks of the finite cells, centred and scaled to unit length (0 elsewhere;
     rows with fewer than 2 finite cells are all 0)."""
-    ranks = RowSorter(values).ranks()
+    ranks = RowSorter(values).full_ranks
     finite = np.isfinite(ranks)
     count = finite.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -42,10 +42,14 @@ def unit_ranks(values: np.ndarray) -> np.ndarray:
         return np.where(norm > 0, centred / np.where(norm > 0, norm, 1.0), 0.0)
 
 
-def _xcorr_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``c[k] = sum_rows sum_j a[row, (j + k) mod m] b[row, j]`` for every k (FFT)."""
+def _xcorr_sum(a: np.ndarray, b: np.ndarray, a_spectrum: np.ndarray | None = None
+               ) -> np.ndarray:
+    """``c[k] = sum_rows sum_j a[row, (j + k) mod m] b[row, j]`` for every k (FFT);
+    ``a_spectrum`` = ``rfft(a, axis=1)`` if already computed."""
     m = a.shape[1]
-    spectrum = (np.conj(np.fft.rfft(b, axis=1)) * np.fft.rfft(a, axis=1)).sum(axis=0)
+    if a_spectrum is None:
+        a_spectrum = np.fft.rfft(a, axis=1)
+    spectrum = (np.conj(np.fft.rfft(b, axis=1)) * a_spectrum).sum(axis=0)
     return np.fft.irfft(spectrum, n=m)
 
 
@@ -84,13 +88,22 @@ def placebo_chunk(job: PlaceboJob) -> list[tuple[float, np.ndarray]]:
     per_order = max(m - 1, 1)
     orders = [rng.permutation(m) for _ in range(-(-job.draws // per_order))]
     a_all = unit_ranks(job.signal)
+    shuffled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per order: a, rfft(a), reused
+
+    def signal_in(i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i not in shuffled:
+            a = a_all[:, orders[i]]
+            shuffled[i] = a, np.fft.rfft(a, axis=1)
+        return shuffled[i]
+
     for b_all, _h in zip(job.returns, job.horizons, strict=True):
         dates = max(int((np.abs(b_all).sum(axis=1) > 0).sum()), 1)
         real = float((a_all * b_all).sum()) / dates
         draws = []
         left = job.draws
-        for order in orders:
-            xc = _xcorr_sum(a_all[:, order], b_all[:, order]) / dates
+        for i, order in enumerate(orders):
+            a, a_spectrum = signal_in(i)
+            xc = _xcorr_sum(a, b_all[:, order], a_spectrum) / dates
             take = rng.choice(np.arange(1, m), size=min(left, m - 1), replace=False) \
                 if m > 1 else np.array([], dtype=int)
             draws.append(xc[take])

@@ -333,7 +333,8 @@ def run_evaluation(
                           train_sessions=train, test_sessions=test, placebos=placebos,
                           bootstrap_reps=bootstrap_reps, spa_reps=spa_reps,
                           pbo_partitions=pbo_partitions, seed=seed)
-    assessment = assess(panel, side_cost, config, grid=grid_result, executor=executor)
+    assessment = assess(panel, side_cost, config, grid=grid_result, executor=executor,
+                        insample=result)
     if walk_note:
         assessment.notes.append(walk_note)
     if rules and not tradable:
