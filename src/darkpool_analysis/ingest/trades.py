@@ -38,7 +38,7 @@ from darkpool_analysis import classify
 from darkpool_analysis.classify import CLASSIFY_VERSION, METHODS, QUOTE_RULES, MethodName
 from darkpool_analysis.config import Settings
 from darkpool_analysis.errors import ConfigError, DarkpoolError, DataFormatError
-from darkpool_analysis.executor import make_executor, parallelism
+from darkpool_analysis.executor import make_executor, parallelism, task_threads
 from darkpool_analysis.sources.flatfiles import (
     DAY_FILE_SOURCES,
     DayFiles,
@@ -90,8 +90,12 @@ class TradesIngestSummary:
 
 def day_rows(ticks: DayTicks, method: MethodName, *, quote_lag_ns: int = 0,
              bar_ns: int = 60_000_000_000, source: str, complete: bool = True,
-             fetched_at: dt.datetime | None = None) -> pd.DataFrame:
-    """Classify one session's ticks and return one ``lit_direction_daily`` row per symbol."""
+             fetched_at: dt.datetime | None = None, threads: int | None = None
+             ) -> pd.DataFrame:
+    """Classify one session's ticks and return one ``lit_direction_daily`` row per symbol.
+
+    ``threads``: threads of the classification rules (None: their default; the rows never
+    depend on it)."""
     trades, n_groups = ticks.trades, len(ticks.symbols)
     fetched = fetched_at or utcnow()
     matched = None
@@ -112,13 +116,13 @@ def day_rows(ticks: DayTicks, method: MethodName, *, quote_lag_ns: int = 0,
                              method="bvc", coverage_pct=100.0, quote_coverage_pct=np.nan)
     else:
         if matched is None and method in QUOTE_RULES:  # no quotes at all this day
-            labels = classify.tick_test(trades)
+            labels = classify.tick_test(trades, threads=threads)
         else:
-            labels = classify.get_rule(method)(trades, matched)
+            labels = classify.get_rule(method)(trades, matched, threads=threads)
         if method == "quote" and matched is not None and not quoted_groups.all():
             # Symbols without any valid quote: the tick test, named in `method`. (The hybrid
             # rules already give unquoted trades their tick label: no second pass for them.)
-            tick = classify.tick_test(trades)
+            tick = classify.tick_test(trades, threads=threads)
             group = trades.group if trades.group is not None else np.zeros(len(trades), np.int64)
             unquoted = ~quoted_groups[group]
             labels[unquoted] = tick[unquoted]
@@ -298,7 +302,9 @@ class DayTask:
 
     ``work_dir`` must be reachable by the worker (a local folder, or shared storage on a
     cluster): the task's result and manifest live there. ``threads`` only sets how many
-    threads the task may use; it is not part of the manifest (results never depend on it).
+    threads the task may use (None: the worker's cap, :func:`~darkpool_analysis.executor.
+    task_threads`, else each library's default); it is not part of the manifest (results
+    never depend on it).
     """
 
     source: DayFileSource
@@ -432,18 +438,21 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
     """
     total = trades.stat().st_size + (quotes.stat().st_size if quotes is not None else 0)
     buckets = bucket_count(total, task.chunk_bytes)
+    threads = task.threads if task.threads is not None else task_threads()
+    if threads is not None and pa.cpu_count() != threads:
+        pa.set_cpu_count(threads)  # a worker process's own pool (set once per process)
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")  # the CLI shows the day bar
-        if task.threads is not None:
-            con.execute(f"SET threads = {int(task.threads)}")
+        if threads is not None:
+            con.execute(f"SET threads = {int(threads)}")
         if buckets == 1:
             parts = [taq_folder(scratch, trades, quotes) if task.source == "taq"
                      else (trades, quotes)]
         else:
             parts = split_by_symbol(con, task.source, trades, quotes, buckets, scratch)
-            if task.threads is not None:
-                con.execute(f"SET threads = {int(task.threads)}")
+            if threads is not None:
+                con.execute(f"SET threads = {int(threads)}")
             else:
                 con.execute("RESET threads")
         frames: list[pd.DataFrame] = []
@@ -467,7 +476,7 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
                 continue
             frames.append(day_rows(ticks, task.method, quote_lag_ns=task.quote_lag_ns,
                                    bar_ns=task.bar_ns, source=task.source,
-                                   fetched_at=utcnow()))
+                                   fetched_at=utcnow(), threads=threads))
             n_trades += len(ticks.trades)
             del ticks
     finally:
