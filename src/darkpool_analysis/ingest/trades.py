@@ -46,6 +46,7 @@ from darkpool_analysis.sources.flatfiles import (
     bucket_count,
     day_reader,
     fetch,
+    file_size,
     is_url,
     locate_day,
     split_by_symbol,
@@ -738,13 +739,26 @@ def ingest_day_files(
     return summary
 
 
+def _input_bytes(task: DayTask) -> int:
+    """Size of a day's input files (0 when unknown: the task itself reports the error)."""
+    try:
+        return sum(file_size(p) for p in (task.files.trades, task.files.quotes) if p)
+    except OSError:
+        return 0
+
+
 def _run_tasks(executor: Executor, tasks: Sequence[DayTask],
                finished: Callable[[DayTask, DayResult], None]) -> None:
     """Submit ``tasks`` keeping a window of about two per worker in flight; call ``finished``
     in the parent as each completes. On any exception (Ctrl-C included) the tasks not yet
-    started are cancelled before it propagates."""
-    window = max(1, 2 * parallelism(executor))
-    queue = list(reversed(tasks))
+    started are cancelled before it propagates.
+
+    With more than one worker the largest days (input bytes) go first, so the run does not
+    end with one worker busy on a large day while the others idle; serially, date order."""
+    workers = parallelism(executor)
+    window = max(1, 2 * workers)
+    ordered = sorted(tasks, key=_input_bytes, reverse=True) if workers > 1 else list(tasks)
+    queue = list(reversed(ordered))
     running: dict[Future[DayResult], DayTask] = {}
     try:
         while queue or running:
