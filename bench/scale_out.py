@@ -193,6 +193,23 @@ def main() -> None:
               f"{figures[spec]['task_cpu_seconds_median']:8.2f} {result.parent_cpu:10.1f} "
               f"{result.worker_cpu:10.1f} {cpu_per_day:7.2f} {result.startup:7.1f} "
               f"{result.load:5.1f} {peak:7,.0f}")
+    parts = ("fetch", "read", "classify", "write")
+    print(f"\nmedian task parts, wall/CPU s ({', '.join(parts)}); the parent's store, total")
+    for spec in specs:
+        summary = best[spec].summary
+        cells = []
+        for part in parts:
+            walls = [r.phases[part][0] for r in summary.results if part in r.phases]
+            cpus = [r.phases[part][1] for r in summary.results if part in r.phases]
+            cells.append(f"{statistics.median(walls):5.2f}/{statistics.median(cpus):5.2f}"
+                         if walls else "    -/-    ")
+        store = summary.phases.get("store", (0.0, 0.0))
+        figures[spec]["task_phases_median"] = {
+            part: [statistics.median(r.phases[part][i] for r in summary.results)
+                   for i in (0, 1)]
+            for part in parts if all(part in r.phases for r in summary.results)}
+        figures[spec]["parent_store"] = list(store)
+        print(f"{spec:>16} {'  '.join(cells)}   store {store[0]:5.2f}/{store[1]:5.2f}")
     per_day = figures[specs[0]]["task_seconds_median"]
     print(f"\nper-day cost (median {specs[0]} task): {per_day:.1f} s for "
           f"{figures[specs[0]]['trades'] / len(days):,.0f} classified trades "

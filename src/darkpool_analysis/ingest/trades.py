@@ -20,7 +20,7 @@ import os
 import resource
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,11 +340,31 @@ class DayResult:
     buckets: int = 1
     peak_rss_mb: float = 0.0       # the worker process's peak RSS so far
     cpu_seconds: float = 0.0       # CPU time of the task's process (all its threads)
+    #: Wall and CPU seconds by part of the task: fetch (+ sha256), read (CSV -> sorted
+    #: arrays, the bucket split included), classify, write (Parquet + manifest).
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def key(self) -> str | None:
         """The manifest key digest stored as the day's ``source_files.sha256``."""
         return None if self.manifest is None else str(self.manifest["key_sha256"])
+
+
+class _Phases:
+    """Wall and CPU seconds of a task's parts, summed over repeats (``with phases("read")``)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, tuple[float, float]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            before = self.totals.get(name, (0.0, 0.0))
+            self.totals[name] = (before[0] + time.perf_counter() - wall,
+                                 before[1] + time.process_time() - cpu)
 
 
 def task_paths(task: DayTask) -> dict[str, Path]:
@@ -431,7 +451,8 @@ def _inject_fault(task: DayTask) -> None:
 
 
 def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: str,
-                    sha256: str, scratch: Path) -> tuple[pd.DataFrame, int, pd.DataFrame, int]:
+                    sha256: str, scratch: Path, phases: _Phases
+                    ) -> tuple[pd.DataFrame, int, pd.DataFrame, int]:
     """Read (in symbol buckets when large), filter and classify one session.
 
     Returns the day's rows (sorted by symbol), the trades classified, the dropped trades by
@@ -451,7 +472,8 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
             parts = [taq_folder(scratch, trades, quotes) if task.source == "taq"
                      else (trades, quotes)]
         else:
-            parts = split_by_symbol(con, task.source, trades, quotes, buckets, scratch)
+            with phases("read"):
+                parts = split_by_symbol(con, task.source, trades, quotes, buckets, scratch)
             if threads is not None:
                 con.execute(f"SET threads = {int(threads)}")
             else:
@@ -465,8 +487,9 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
                 keep = Path(task.keep_parquet) / (f"part{index:04d}" if len(parts) > 1 else "")
             reader = day_reader(task.source, part_trades, part_quotes, location=location,
                                 sha256=sha256)
-            ticks = load_day(con, reader, task.day, task.symbols, task.settings,
-                             keep_parquet=keep)
+            with phases("read"):
+                ticks = load_day(con, reader, task.day, task.symbols, task.settings,
+                                 keep_parquet=keep)
             if index == 0:
                 _inject_fault(task)
             if ticks is None:
@@ -475,9 +498,10 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
                 dropped.append(ticks.skipped)
             if not ticks.symbols:
                 continue
-            frames.append(day_rows(ticks, task.method, quote_lag_ns=task.quote_lag_ns,
-                                   bar_ns=task.bar_ns, source=task.source,
-                                   fetched_at=utcnow(), threads=threads))
+            with phases("classify"):
+                frames.append(day_rows(ticks, task.method, quote_lag_ns=task.quote_lag_ns,
+                                       bar_ns=task.bar_ns, source=task.source,
+                                       fetched_at=utcnow(), threads=threads))
             n_trades += len(ticks.trades)
             del ticks
     finally:
@@ -509,15 +533,19 @@ def run_day_task(task: DayTask) -> DayResult:
     cpu_started = time.process_time()
     paths = task_paths(task)
     paths["dir"].mkdir(parents=True, exist_ok=True)
+    phases = _Phases()
     with tempfile.TemporaryDirectory(prefix=f"darkpool-{task.day}-") as scratch_name:
         scratch = Path(scratch_name)
         try:
-            trades, trades_sha = fetch(task.files.trades, scratch / "trades")
-            inputs = {"trades": {"name": Path(task.files.trades).name, "sha256": trades_sha}}
-            quotes = None
-            if task.files.quotes is not None:
-                quotes, quotes_sha = fetch(task.files.quotes, scratch / "quotes")
-                inputs["quotes"] = {"name": Path(task.files.quotes).name, "sha256": quotes_sha}
+            with phases("fetch"):
+                trades, trades_sha = fetch(task.files.trades, scratch / "trades")
+                inputs = {"trades": {"name": Path(task.files.trades).name,
+                                     "sha256": trades_sha}}
+                quotes = None
+                if task.files.quotes is not None:
+                    quotes, quotes_sha = fetch(task.files.quotes, scratch / "quotes")
+                    inputs["quotes"] = {"name": Path(task.files.quotes).name,
+                                        "sha256": quotes_sha}
         except OSError as exc:
             return DayResult(task.day, "failed", error=f"{task.files.trades}: cannot read the "
                              f"day's files: {exc}", seconds=time.perf_counter() - started)
@@ -534,30 +562,32 @@ def run_day_task(task: DayTask) -> DayResult:
         paths["running"].touch()
         try:
             rows, n_trades, skipped, buckets = _classify_files(
-                task, trades, quotes, task.files.trades, trades_sha, scratch)
+                task, trades, quotes, task.files.trades, trades_sha, scratch, phases)
         except (DarkpoolError, duckdb.Error, ValueError, OSError, pa.ArrowException) as exc:
             paths["running"].unlink(missing_ok=True)
             return DayResult(task.day, "failed", error=str(exc), retried=retried,
                              seconds=time.perf_counter() - started,
                              peak_rss_mb=_peak_rss_mb())
-    table = pa.Table.from_pandas(rows, schema=LIT_SCHEMA, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    data = sink.getvalue().to_pybytes()
-    _write_atomic(paths["result"], data)
-    manifest = {**key, "key_sha256": key_sha,
-                "result": {"file": paths["result"].name,
-                           "sha256": hashlib.sha256(data).hexdigest(),
-                           "rows": table.num_rows, "trades": n_trades},
-                "dropped_trades": _dropped_counts(skipped),
-                "created_at": utcnow().isoformat()}
-    _write_atomic(paths["manifest"], json.dumps(manifest, indent=1, sort_keys=True).encode())
-    paths["running"].unlink(missing_ok=True)
+    with phases("write"):
+        table = pa.Table.from_pandas(rows, schema=LIT_SCHEMA, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
+        _write_atomic(paths["result"], data)
+        manifest = {**key, "key_sha256": key_sha,
+                    "result": {"file": paths["result"].name,
+                               "sha256": hashlib.sha256(data).hexdigest(),
+                               "rows": table.num_rows, "trades": n_trades},
+                    "dropped_trades": _dropped_counts(skipped),
+                    "created_at": utcnow().isoformat()}
+        _write_atomic(paths["manifest"],
+                      json.dumps(manifest, indent=1, sort_keys=True).encode())
+        paths["running"].unlink(missing_ok=True)
     status: DayStatus = "done" if table.num_rows else "missing"
     return DayResult(task.day, status, table, manifest, trades=n_trades, retried=retried,
                      seconds=time.perf_counter() - started, buckets=buckets,
                      peak_rss_mb=_peak_rss_mb(),
-                     cpu_seconds=time.process_time() - cpu_started)
+                     cpu_seconds=time.process_time() - cpu_started, phases=phases.totals)
 
 
 @dataclass
@@ -593,6 +623,8 @@ class DayIngestSummary:
     missing: list[dt.date] = field(default_factory=list)
     results: list[DayResult] = field(default_factory=list)   # without tables (for reports)
     interrupted: bool = False
+    #: The parent's own work, wall and CPU seconds: ``store`` (the batched transactions).
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _sanitised(settings: Settings) -> Settings:
@@ -679,13 +711,17 @@ def ingest_day_files(
     known = writer.known_sha256s(DATASET)
     batch: list[DayResult] = []
     pending_log = missing_log
+    phases = _Phases()
+    summary.phases = phases.totals
 
     def flush() -> None:
         nonlocal batch, pending_log
         if batch or pending_log:
-            summary.rows_written += _store_batch(writer, source, batch, symbols, pending_log)
-            summary.days_written.extend(r.day for r in batch)
-            writer.maybe_publish()
+            with phases("store"):
+                summary.rows_written += _store_batch(writer, source, batch, symbols,
+                                                     pending_log)
+                summary.days_written.extend(r.day for r in batch)
+                writer.maybe_publish()
         batch, pending_log = [], []
 
     def finished(task: DayTask, result: DayResult) -> None:
@@ -715,7 +751,7 @@ def ingest_day_files(
         summary.results.append(DayResult(result.day, result.status, None, result.manifest,
                                          result.error, result.trades, result.retried,
                                          result.seconds, result.buckets, result.peak_rss_mb,
-                                         result.cpu_seconds))
+                                         result.cpu_seconds, result.phases))
         if progress is not None:
             progress(counts)
         if len(batch) >= batch_days:
