@@ -411,6 +411,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _remove_stale_temporaries(paths: dict[str, Path]) -> None:
+    """Remove the temporary files an earlier, dead attempt of the day left half-written (a
+    process pool terminates every worker when one dies, whatever they were writing)."""
+    for final in (paths["result"], paths["manifest"]):
+        for stale in final.parent.glob(f".{final.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def _stored_result(paths: dict[str, Path], key_sha: str) -> tuple[pa.Table, dict[str, Any]] | None:
     """The stored result when its manifest matches ``key_sha`` and its file is intact."""
     try:
@@ -559,6 +567,8 @@ def run_day_task(task: DayTask) -> DayResult:
                              seconds=time.perf_counter() - started,
                              peak_rss_mb=_peak_rss_mb())
         retried = paths["running"].exists()
+        if retried:
+            _remove_stale_temporaries(paths)
         paths["running"].touch()
         try:
             rows, n_trades, skipped, buckets = _classify_files(
