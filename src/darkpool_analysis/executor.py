@@ -8,8 +8,8 @@ Specs (``--executor`` on ``darkpool ingest trades`` and ``darkpool evaluate``):
     A pool of ``N`` worker processes on this machine (default: the number of cores). A task
     whose worker process dies is re-run on a fresh pool, up to ``retries`` times.
 ``dask-local[:N]``
-    A ``distributed.LocalCluster`` of ``N`` single-threaded worker processes (default: cores)
-    and a ``Client.get_executor(retries=...)`` on it.
+    A ``distributed.LocalCluster`` of ``N`` single-threaded worker processes (default: cores,
+    the workers' statistical profiler off) and a ``Client.get_executor(retries=...)`` on it.
 
 With at least as many local worker processes as cores, each worker runs its tasks on one
 thread (:data:`TASK_THREADS_ENV` = 1 in the worker's environment: DuckDB, the classification
@@ -327,11 +327,17 @@ def make_executor(spec: str | ExecutorSpec, *, retries: int = DEFAULT_RETRIES
     with contextlib.ExitStack() as stack:
         stack.enter_context(_quiet_distributed())
         if parsed.kind == "dask-local":
+            import dask
+
             workers = parsed.workers or default_workers()
-            cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=":0", silence_logs=logging.WARNING,  # no fixed port
-                env=worker_environment(workers)))
+            # The workers' statistical profiler samples the task thread 100 times a second
+            # (measured: 4-8 % of a day task's CPU); nobody reads it in a batch run. The
+            # nannies copy this config into every worker they start or restart.
+            with dask.config.set({"distributed.worker.profile.enabled": False}):
+                cluster = stack.enter_context(distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    dashboard_address=":0", silence_logs=logging.WARNING,  # no fixed port
+                    env=worker_environment(workers)))
             client = stack.enter_context(distributed.Client(cluster, set_as_default=False))
         else:
             try:

@@ -35,11 +35,18 @@ def test_a_local_pool_on_every_core_caps_its_workers() -> None:
     assert os.environ.get(TASK_THREADS_ENV) == before  # only the workers are capped
 
 
+def profiler_enabled() -> bool:
+    import dask
+
+    return bool(dask.config.get("distributed.worker.profile.enabled"))
+
+
 @pytest.mark.slow
 def test_a_dask_local_cluster_on_every_core_caps_its_workers() -> None:
     pytest.importorskip("distributed")
     with make_executor(f"dask-local:{default_workers()}") as executor:
         assert executor.submit(worker_caps).result() == ("1", 1, "1")
+        assert executor.submit(profiler_enabled).result() is False  # no sampling thread
 
 
 @pytest.mark.parametrize("text", ["0", "two", "-1"])
