@@ -8,8 +8,12 @@ Specs (``--executor`` on ``darkpool ingest trades`` and ``darkpool evaluate``):
     A pool of ``N`` worker processes on this machine (default: the number of cores). A task
     whose worker process dies is re-run on a fresh pool, up to ``retries`` times.
 ``dask-local[:N]``
-    A ``distributed.LocalCluster`` of ``N`` single-threaded worker processes (default: cores)
-    and a ``Client.get_executor(retries=...)`` on it.
+    A ``distributed.LocalCluster`` of ``N`` single-threaded worker processes (default: cores,
+    the workers' statistical profiler off) and a ``Client.get_executor(retries=...)`` on it.
+
+With at least as many local worker processes as cores, each worker runs its tasks on one
+thread (:data:`TASK_THREADS_ENV` = 1 in the worker's environment: DuckDB, the classification
+rules, pyarrow and numba read it), so N workers on N cores do not run N x cores threads.
 ``dask://HOST:PORT``
     An existing Dask scheduler (``dask-scheduler`` / ``dask-worker``, Kubernetes, cloud):
     ``Client("tcp://HOST:PORT").get_executor(retries=...)``.
@@ -45,6 +49,11 @@ ExecutorKind = Literal["serial", "local", "dask-local", "dask"]
 DEFAULT_RETRIES = 3
 
 DASK_HINT = "pip install darkpool-analysis[dask]"
+
+#: Environment variable that caps the threads a task uses in its worker process (DuckDB
+#: ``threads``, classification threads, pyarrow's CPU pool). Set for local pools with at
+#: least one worker per core; set it on ``dask worker`` processes too (one per core).
+TASK_THREADS_ENV = "DARKPOOL_TASK_THREADS"
 
 _SPEC_HELP = "serial, local[:N], dask-local[:N] or dask://HOST:PORT"
 _LOCAL = re.compile(r"^(local|dask-local)(?::(\d+))?$")
@@ -99,6 +108,28 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def task_threads() -> int | None:
+    """The thread cap for tasks in this process (:data:`TASK_THREADS_ENV`), None if unset."""
+    text = os.environ.get(TASK_THREADS_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        threads = int(text)
+    except ValueError:
+        raise ConfigError(f"{TASK_THREADS_ENV}={text!r} is not a whole number") from None
+    if threads < 1:
+        raise ConfigError(f"{TASK_THREADS_ENV} must be >= 1, got {threads}")
+    return threads
+
+
+def worker_environment(workers: int) -> dict[str, str]:
+    """Environment for local worker processes: one thread per task when the ``workers``
+    fill the cores (more threads would only contend for them), else nothing."""
+    if workers < default_workers():
+        return {}
+    return {TASK_THREADS_ENV: "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
 class SerialExecutor(Executor):
     """Runs each task in the calling process at ``submit`` time (the reference executor).
 
@@ -135,15 +166,18 @@ class ResilientProcessPool(Executor):
     ``BrokenProcessPool`` for every task in flight. Here the broken pool is replaced by a
     fresh one and every task it failed is submitted again, each at most ``retries`` times
     (``retried`` counts the re-runs). Workers are started with ``spawn``: each sees the
-    parent's environment at the time the pool starts, and no thread state is forked. They
-    ignore SIGINT: Ctrl-C is the parent's to handle (it cancels the tasks not started).
+    parent's environment at the time the pool starts plus ``env`` (by default
+    :func:`worker_environment`), and no thread state is forked. They ignore SIGINT: Ctrl-C is
+    the parent's to handle (it cancels the tasks not started).
     """
 
-    def __init__(self, workers: int, *, retries: int = DEFAULT_RETRIES) -> None:
+    def __init__(self, workers: int, *, retries: int = DEFAULT_RETRIES,
+                 env: dict[str, str] | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
         self.retries = retries
+        self.env = worker_environment(workers) if env is None else dict(env)
         self.retried = 0
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.RLock()
@@ -154,7 +188,7 @@ class ResilientProcessPool(Executor):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=self._context,
-                                   initializer=_ignore_sigint)
+                                   initializer=_init_worker, initargs=(self.env,))
 
     def _replace_pool(self, generation: int) -> None:
         """Swap in a fresh pool unless another failed task already did since ``generation``."""
@@ -216,9 +250,11 @@ class ResilientProcessPool(Executor):
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-def _ignore_sigint() -> None:
-    """Worker processes leave Ctrl-C to the parent, which cancels what has not started
-    (a terminal sends SIGINT to the whole process group)."""
+def _init_worker(env: dict[str, str]) -> None:
+    """Start of a local worker process: set ``env`` (before numba or a task reads it) and
+    leave Ctrl-C to the parent, which cancels what has not started (a terminal sends SIGINT
+    to the whole process group)."""
+    os.environ.update(env)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -291,10 +327,17 @@ def make_executor(spec: str | ExecutorSpec, *, retries: int = DEFAULT_RETRIES
     with contextlib.ExitStack() as stack:
         stack.enter_context(_quiet_distributed())
         if parsed.kind == "dask-local":
+            import dask
+
             workers = parsed.workers or default_workers()
-            cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=":0", silence_logs=logging.WARNING))  # no fixed port
+            # The workers' statistical profiler samples the task thread 100 times a second
+            # (measured: 4-8 % of a day task's CPU); nobody reads it in a batch run. The
+            # nannies copy this config into every worker they start or restart.
+            with dask.config.set({"distributed.worker.profile.enabled": False}):
+                cluster = stack.enter_context(distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    dashboard_address=":0", silence_logs=logging.WARNING,  # no fixed port
+                    env=worker_environment(workers)))
             client = stack.enter_context(distributed.Client(cluster, set_as_default=False))
         else:
             try:

@@ -20,7 +20,7 @@ import os
 import resource
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ from darkpool_analysis import classify
 from darkpool_analysis.classify import CLASSIFY_VERSION, METHODS, QUOTE_RULES, MethodName
 from darkpool_analysis.config import Settings
 from darkpool_analysis.errors import ConfigError, DarkpoolError, DataFormatError
-from darkpool_analysis.executor import make_executor, parallelism
+from darkpool_analysis.executor import make_executor, parallelism, task_threads
 from darkpool_analysis.sources.flatfiles import (
     DAY_FILE_SOURCES,
     DayFiles,
@@ -46,6 +46,7 @@ from darkpool_analysis.sources.flatfiles import (
     bucket_count,
     day_reader,
     fetch,
+    file_size,
     is_url,
     locate_day,
     split_by_symbol,
@@ -90,8 +91,12 @@ class TradesIngestSummary:
 
 def day_rows(ticks: DayTicks, method: MethodName, *, quote_lag_ns: int = 0,
              bar_ns: int = 60_000_000_000, source: str, complete: bool = True,
-             fetched_at: dt.datetime | None = None) -> pd.DataFrame:
-    """Classify one session's ticks and return one ``lit_direction_daily`` row per symbol."""
+             fetched_at: dt.datetime | None = None, threads: int | None = None
+             ) -> pd.DataFrame:
+    """Classify one session's ticks and return one ``lit_direction_daily`` row per symbol.
+
+    ``threads``: threads of the classification rules (None: their default; the rows never
+    depend on it)."""
     trades, n_groups = ticks.trades, len(ticks.symbols)
     fetched = fetched_at or utcnow()
     matched = None
@@ -112,13 +117,13 @@ def day_rows(ticks: DayTicks, method: MethodName, *, quote_lag_ns: int = 0,
                              method="bvc", coverage_pct=100.0, quote_coverage_pct=np.nan)
     else:
         if matched is None and method in QUOTE_RULES:  # no quotes at all this day
-            labels = classify.tick_test(trades)
+            labels = classify.tick_test(trades, threads=threads)
         else:
-            labels = classify.get_rule(method)(trades, matched)
+            labels = classify.get_rule(method)(trades, matched, threads=threads)
         if method == "quote" and matched is not None and not quoted_groups.all():
             # Symbols without any valid quote: the tick test, named in `method`. (The hybrid
             # rules already give unquoted trades their tick label: no second pass for them.)
-            tick = classify.tick_test(trades)
+            tick = classify.tick_test(trades, threads=threads)
             group = trades.group if trades.group is not None else np.zeros(len(trades), np.int64)
             unquoted = ~quoted_groups[group]
             labels[unquoted] = tick[unquoted]
@@ -298,7 +303,9 @@ class DayTask:
 
     ``work_dir`` must be reachable by the worker (a local folder, or shared storage on a
     cluster): the task's result and manifest live there. ``threads`` only sets how many
-    threads the task may use; it is not part of the manifest (results never depend on it).
+    threads the task may use (None: the worker's cap, :func:`~darkpool_analysis.executor.
+    task_threads`, else each library's default); it is not part of the manifest (results
+    never depend on it).
     """
 
     source: DayFileSource
@@ -333,11 +340,31 @@ class DayResult:
     buckets: int = 1
     peak_rss_mb: float = 0.0       # the worker process's peak RSS so far
     cpu_seconds: float = 0.0       # CPU time of the task's process (all its threads)
+    #: Wall and CPU seconds by part of the task: fetch (+ sha256), read (CSV -> sorted
+    #: arrays, the bucket split included), classify, write (Parquet + manifest).
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def key(self) -> str | None:
         """The manifest key digest stored as the day's ``source_files.sha256``."""
         return None if self.manifest is None else str(self.manifest["key_sha256"])
+
+
+class _Phases:
+    """Wall and CPU seconds of a task's parts, summed over repeats (``with phases("read")``)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, tuple[float, float]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            before = self.totals.get(name, (0.0, 0.0))
+            self.totals[name] = (before[0] + time.perf_counter() - wall,
+                                 before[1] + time.process_time() - cpu)
 
 
 def task_paths(task: DayTask) -> dict[str, Path]:
@@ -384,6 +411,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _remove_stale_temporaries(paths: dict[str, Path]) -> None:
+    """Remove the temporary files an earlier, dead attempt of the day left half-written (a
+    process pool terminates every worker when one dies, whatever they were writing)."""
+    for final in (paths["result"], paths["manifest"]):
+        for stale in final.parent.glob(f".{final.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def _stored_result(paths: dict[str, Path], key_sha: str) -> tuple[pa.Table, dict[str, Any]] | None:
     """The stored result when its manifest matches ``key_sha`` and its file is intact."""
     try:
@@ -424,7 +459,8 @@ def _inject_fault(task: DayTask) -> None:
 
 
 def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: str,
-                    sha256: str, scratch: Path) -> tuple[pd.DataFrame, int, pd.DataFrame, int]:
+                    sha256: str, scratch: Path, phases: _Phases
+                    ) -> tuple[pd.DataFrame, int, pd.DataFrame, int]:
     """Read (in symbol buckets when large), filter and classify one session.
 
     Returns the day's rows (sorted by symbol), the trades classified, the dropped trades by
@@ -432,18 +468,22 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
     """
     total = trades.stat().st_size + (quotes.stat().st_size if quotes is not None else 0)
     buckets = bucket_count(total, task.chunk_bytes)
+    threads = task.threads if task.threads is not None else task_threads()
+    if threads is not None and pa.cpu_count() != threads:
+        pa.set_cpu_count(threads)  # a worker process's own pool (set once per process)
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")  # the CLI shows the day bar
-        if task.threads is not None:
-            con.execute(f"SET threads = {int(task.threads)}")
+        if threads is not None:
+            con.execute(f"SET threads = {int(threads)}")
         if buckets == 1:
             parts = [taq_folder(scratch, trades, quotes) if task.source == "taq"
                      else (trades, quotes)]
         else:
-            parts = split_by_symbol(con, task.source, trades, quotes, buckets, scratch)
-            if task.threads is not None:
-                con.execute(f"SET threads = {int(task.threads)}")
+            with phases("read"):
+                parts = split_by_symbol(con, task.source, trades, quotes, buckets, scratch)
+            if threads is not None:
+                con.execute(f"SET threads = {int(threads)}")
             else:
                 con.execute("RESET threads")
         frames: list[pd.DataFrame] = []
@@ -455,8 +495,9 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
                 keep = Path(task.keep_parquet) / (f"part{index:04d}" if len(parts) > 1 else "")
             reader = day_reader(task.source, part_trades, part_quotes, location=location,
                                 sha256=sha256)
-            ticks = load_day(con, reader, task.day, task.symbols, task.settings,
-                             keep_parquet=keep)
+            with phases("read"):
+                ticks = load_day(con, reader, task.day, task.symbols, task.settings,
+                                 keep_parquet=keep)
             if index == 0:
                 _inject_fault(task)
             if ticks is None:
@@ -465,9 +506,10 @@ def _classify_files(task: DayTask, trades: Path, quotes: Path | None, location: 
                 dropped.append(ticks.skipped)
             if not ticks.symbols:
                 continue
-            frames.append(day_rows(ticks, task.method, quote_lag_ns=task.quote_lag_ns,
-                                   bar_ns=task.bar_ns, source=task.source,
-                                   fetched_at=utcnow()))
+            with phases("classify"):
+                frames.append(day_rows(ticks, task.method, quote_lag_ns=task.quote_lag_ns,
+                                       bar_ns=task.bar_ns, source=task.source,
+                                       fetched_at=utcnow(), threads=threads))
             n_trades += len(ticks.trades)
             del ticks
     finally:
@@ -499,15 +541,19 @@ def run_day_task(task: DayTask) -> DayResult:
     cpu_started = time.process_time()
     paths = task_paths(task)
     paths["dir"].mkdir(parents=True, exist_ok=True)
+    phases = _Phases()
     with tempfile.TemporaryDirectory(prefix=f"darkpool-{task.day}-") as scratch_name:
         scratch = Path(scratch_name)
         try:
-            trades, trades_sha = fetch(task.files.trades, scratch / "trades")
-            inputs = {"trades": {"name": Path(task.files.trades).name, "sha256": trades_sha}}
-            quotes = None
-            if task.files.quotes is not None:
-                quotes, quotes_sha = fetch(task.files.quotes, scratch / "quotes")
-                inputs["quotes"] = {"name": Path(task.files.quotes).name, "sha256": quotes_sha}
+            with phases("fetch"):
+                trades, trades_sha = fetch(task.files.trades, scratch / "trades")
+                inputs = {"trades": {"name": Path(task.files.trades).name,
+                                     "sha256": trades_sha}}
+                quotes = None
+                if task.files.quotes is not None:
+                    quotes, quotes_sha = fetch(task.files.quotes, scratch / "quotes")
+                    inputs["quotes"] = {"name": Path(task.files.quotes).name,
+                                        "sha256": quotes_sha}
         except OSError as exc:
             return DayResult(task.day, "failed", error=f"{task.files.trades}: cannot read the "
                              f"day's files: {exc}", seconds=time.perf_counter() - started)
@@ -521,33 +567,37 @@ def run_day_task(task: DayTask) -> DayResult:
                              seconds=time.perf_counter() - started,
                              peak_rss_mb=_peak_rss_mb())
         retried = paths["running"].exists()
+        if retried:
+            _remove_stale_temporaries(paths)
         paths["running"].touch()
         try:
             rows, n_trades, skipped, buckets = _classify_files(
-                task, trades, quotes, task.files.trades, trades_sha, scratch)
+                task, trades, quotes, task.files.trades, trades_sha, scratch, phases)
         except (DarkpoolError, duckdb.Error, ValueError, OSError, pa.ArrowException) as exc:
             paths["running"].unlink(missing_ok=True)
             return DayResult(task.day, "failed", error=str(exc), retried=retried,
                              seconds=time.perf_counter() - started,
                              peak_rss_mb=_peak_rss_mb())
-    table = pa.Table.from_pandas(rows, schema=LIT_SCHEMA, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    data = sink.getvalue().to_pybytes()
-    _write_atomic(paths["result"], data)
-    manifest = {**key, "key_sha256": key_sha,
-                "result": {"file": paths["result"].name,
-                           "sha256": hashlib.sha256(data).hexdigest(),
-                           "rows": table.num_rows, "trades": n_trades},
-                "dropped_trades": _dropped_counts(skipped),
-                "created_at": utcnow().isoformat()}
-    _write_atomic(paths["manifest"], json.dumps(manifest, indent=1, sort_keys=True).encode())
-    paths["running"].unlink(missing_ok=True)
+    with phases("write"):
+        table = pa.Table.from_pandas(rows, schema=LIT_SCHEMA, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
+        _write_atomic(paths["result"], data)
+        manifest = {**key, "key_sha256": key_sha,
+                    "result": {"file": paths["result"].name,
+                               "sha256": hashlib.sha256(data).hexdigest(),
+                               "rows": table.num_rows, "trades": n_trades},
+                    "dropped_trades": _dropped_counts(skipped),
+                    "created_at": utcnow().isoformat()}
+        _write_atomic(paths["manifest"],
+                      json.dumps(manifest, indent=1, sort_keys=True).encode())
+        paths["running"].unlink(missing_ok=True)
     status: DayStatus = "done" if table.num_rows else "missing"
     return DayResult(task.day, status, table, manifest, trades=n_trades, retried=retried,
                      seconds=time.perf_counter() - started, buckets=buckets,
                      peak_rss_mb=_peak_rss_mb(),
-                     cpu_seconds=time.process_time() - cpu_started)
+                     cpu_seconds=time.process_time() - cpu_started, phases=phases.totals)
 
 
 @dataclass
@@ -583,6 +633,8 @@ class DayIngestSummary:
     missing: list[dt.date] = field(default_factory=list)
     results: list[DayResult] = field(default_factory=list)   # without tables (for reports)
     interrupted: bool = False
+    #: The parent's own work, wall and CPU seconds: ``store`` (the batched transactions).
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _sanitised(settings: Settings) -> Settings:
@@ -669,13 +721,17 @@ def ingest_day_files(
     known = writer.known_sha256s(DATASET)
     batch: list[DayResult] = []
     pending_log = missing_log
+    phases = _Phases()
+    summary.phases = phases.totals
 
     def flush() -> None:
         nonlocal batch, pending_log
         if batch or pending_log:
-            summary.rows_written += _store_batch(writer, source, batch, symbols, pending_log)
-            summary.days_written.extend(r.day for r in batch)
-            writer.maybe_publish()
+            with phases("store"):
+                summary.rows_written += _store_batch(writer, source, batch, symbols,
+                                                     pending_log)
+                summary.days_written.extend(r.day for r in batch)
+                writer.maybe_publish()
         batch, pending_log = [], []
 
     def finished(task: DayTask, result: DayResult) -> None:
@@ -705,7 +761,7 @@ def ingest_day_files(
         summary.results.append(DayResult(result.day, result.status, None, result.manifest,
                                          result.error, result.trades, result.retried,
                                          result.seconds, result.buckets, result.peak_rss_mb,
-                                         result.cpu_seconds))
+                                         result.cpu_seconds, result.phases))
         if progress is not None:
             progress(counts)
         if len(batch) >= batch_days:
@@ -729,13 +785,26 @@ def ingest_day_files(
     return summary
 
 
+def _input_bytes(task: DayTask) -> int:
+    """Size of a day's input files (0 when unknown: the task itself reports the error)."""
+    try:
+        return sum(file_size(p) for p in (task.files.trades, task.files.quotes) if p)
+    except OSError:
+        return 0
+
+
 def _run_tasks(executor: Executor, tasks: Sequence[DayTask],
                finished: Callable[[DayTask, DayResult], None]) -> None:
     """Submit ``tasks`` keeping a window of about two per worker in flight; call ``finished``
     in the parent as each completes. On any exception (Ctrl-C included) the tasks not yet
-    started are cancelled before it propagates."""
-    window = max(1, 2 * parallelism(executor))
-    queue = list(reversed(tasks))
+    started are cancelled before it propagates.
+
+    With more than one worker the largest days (input bytes) go first, so the run does not
+    end with one worker busy on a large day while the others idle; serially, date order."""
+    workers = parallelism(executor)
+    window = max(1, 2 * workers)
+    ordered = sorted(tasks, key=_input_bytes, reverse=True) if workers > 1 else list(tasks)
+    queue = list(reversed(ordered))
     running: dict[Future[DayResult], DayTask] = {}
     try:
         while queue or running:
