@@ -241,6 +241,25 @@ class GridArrays:
     def __len__(self) -> int:
         return len(self.codes)
 
+    def symbols(self, first: int, stop: int) -> GridArrays:
+        """The grid of the symbols with codes ``first <= code < stop``: views of these
+        arrays, codes and group starts re-based, exactly the grid that
+        :func:`assemble_grid_arrays` gives for those symbols' spans alone (the build
+        assembles one grid per read and computes it in slices)."""
+        lo, hi = (int(i) for i in np.searchsorted(self.codes, [first, stop], side="left"))
+        rows = slice(lo, hi)
+        return GridArrays(
+            codes=self.codes[rows] - np.int32(first),
+            categories=self.categories[first:stop],
+            days=self.days[rows],
+            session_number=self.session_number[rows],
+            values={name: values[rows] for name, values in self.values.items()},
+            labels={name: Labels(labels.codes[rows], labels.categories)
+                    for name, labels in self.labels.items()},
+            flags={name: flag[rows] for name, flag in self.flags.items()},
+            group_start=self.group_start[rows] - lo,
+        )
+
     def to_frame(self) -> pd.DataFrame:
         """The grid frame (:data:`GRID_COLUMNS`)."""
         data: dict[str, object] = {

@@ -3,6 +3,7 @@ and the point-in-time property of the metric computation."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import duckdb
@@ -20,7 +21,12 @@ from darkpool_analysis import build as build_module
 from darkpool_analysis.build import build_metrics
 from darkpool_analysis.cli import app
 from darkpool_analysis.config import load_config
-from darkpool_analysis.metrics import assemble_grid, compute_daily_metrics, tile_order
+from darkpool_analysis.metrics import (
+    assemble_grid,
+    assemble_grid_arrays,
+    compute_daily_metrics,
+    tile_order,
+)
 from darkpool_analysis.store import open_writer, store_dir_for
 from darkpool_analysis.store import segments as segments_module
 from darkpool_analysis.store.segments import SegmentFileWriter
@@ -170,6 +176,28 @@ def test_failed_insert_in_the_worker_thread_leaves_the_table_unchanged(
     pd.testing.assert_frame_equal(_table(db_path), before)
 
 
+def test_failed_flush_to_disk_leaves_the_table_unchanged(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk error while the segment's files are flushed fails the build like any write."""
+    _load(db_path)
+    cfg = load_config(db_path=db_path)
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg)
+    before = _table(db_path)
+    data_dir = store_dir_for(db_path) / "data" / "daily_metrics"
+    files_before = sorted(data_dir.iterdir())
+
+    def failing(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(segments_module.os, "fdatasync", failing)
+    with open_writer(db_path) as writer:
+        with pytest.raises(OSError, match="No space"):
+            build_metrics(writer, cfg, rows_per_batch=150)
+        assert sorted(data_dir.iterdir()) == files_before
+    pd.testing.assert_frame_equal(_table(db_path), before)
+
+
 def test_batches_give_the_same_table(db_path: Path) -> None:
     _load(db_path)
     cfg = load_config(db_path=db_path)
@@ -179,6 +207,64 @@ def test_batches_give_the_same_table(db_path: Path) -> None:
     with open_writer(db_path) as writer:
         build_metrics(writer, cfg, rows_per_batch=100)
     pd.testing.assert_frame_equal(_table(db_path), one_batch, check_exact=True)
+
+
+@pytest.mark.parametrize("rows_per_read", [1, 250, 450])
+def test_read_groups_give_the_same_table(db_path: Path, rows_per_read: int) -> None:
+    """Batches computed as slices of a read group's grid (one raw-table pass per group: one
+    per batch, groups of a few batches, one group of all) change no row, lit rows included."""
+    _load(db_path)
+    lit_days = sessions_index("2019-03-01", "2019-06-28")
+    lit = pd.concat([pd.DataFrame({
+        "symbol": symbol, "date": lit_days.date,
+        "lit_buy_volume": np.arange(len(lit_days), dtype=float) * (k + 1) + 100.0,
+        "lit_sell_volume": np.full(len(lit_days), 250.0 + k), "method": method,
+        "coverage_pct": 97.5, "source": "test", "inference_version": "t",
+        "fetched_at": pd.Timestamp("2024-01-01")})
+        for k, (symbol, method) in enumerate([("AAA", "lee_ready"), ("BBB", "quote")])])
+    cfg = load_config(db_path=db_path)
+    with open_writer(db_path) as writer:
+        writer.replace_partition("lit_direction_daily", lit, where="true", params=[])
+        build_metrics(writer, cfg, rows_per_batch=10_000_000, rows_per_read=10_000_000)
+    one_pass = _table(db_path)
+    assert one_pass["has_lit"].sum() == 2 * len(lit_days)
+    assert set(one_pass["lit_method"].dropna()) == {"lee_ready", "quote"}
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg, rows_per_batch=100, rows_per_read=rows_per_read)
+    pd.testing.assert_frame_equal(_table(db_path), one_pass, check_exact=True)
+
+
+def test_grid_slice_equals_the_grid_of_those_symbols_alone() -> None:
+    short, prices = _synthetic()
+    short = short.rename(columns={"trade_date": "date"}).assign(
+        symbol=lambda f: f["symbol"].str.replace("/", "."), short_source="CNMS")
+    whole = assemble_grid_arrays(short, prices)
+    for first, stop in [(0, 1), (1, 3), (2, 5)]:
+        names = SYMBOLS[first:stop]
+        alone = assemble_grid_arrays(short[short["symbol"].isin(names)],
+                                     prices[prices["symbol"].isin(names)])
+        part = whole.symbols(first, stop)
+        assert list(part.categories) == list(alone.categories) == names
+        for name in ("codes", "days", "session_number", "group_start"):
+            np.testing.assert_array_equal(getattr(part, name), getattr(alone, name))
+        for name, values in alone.values.items():
+            np.testing.assert_array_equal(part.values[name], values)
+        for name, flag in alone.flags.items():
+            np.testing.assert_array_equal(part.flags[name], flag)
+        np.testing.assert_array_equal(part.labels["short_source"].codes,
+                                      alone.labels["short_source"].codes)
+
+
+def test_read_groups_cover_every_batch_once() -> None:
+    batches = build_module._batches(np.full(10, 100), 200)
+    assert len(batches) == 5
+    for rows_per_read, n_groups in [(1, 5), (450, 3), (500, 2), (10_000, 1)]:
+        groups = build_module._read_groups(batches, np.full(10, 100), rows_per_read)
+        assert len(groups) == n_groups
+        assert groups[0].start == 0 and groups[-1].stop == 10
+        assert all(a.stop == b.start for a, b in itertools.pairwise(groups))
+        edges = {b.start for b in batches} | {batches[-1].stop}
+        assert {g.start for g in groups} <= edges and {g.stop for g in groups} <= edges
 
 
 def test_batches_written_in_two_halves_give_the_same_table(

@@ -10,8 +10,10 @@ as one file per calendar year.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,8 @@ import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
     from darkpool_analysis.store.writer import Writer
+
+log = logging.getLogger(__name__)
 
 #: Rows per Parquet row group. The build writes tiles of about 1,200 symbols x half a year
 #: (:func:`~darkpool_analysis.metrics.tile_order`); row groups this small let one symbol's
@@ -106,9 +110,13 @@ class SegmentFileWriter:
     ``write(batch, part)`` appends to file ``part`` (created on first use): the build writes
     the two halves of each batch to two files from two threads, since Parquet encoding is
     the build's largest CPU cost. Each file keeps its rows in order (e.g. symbol then date);
-    one ``part`` must not be written by two threads at once. Files are fsynced by
-    :meth:`finish`; until :meth:`Writer.add_segment` commits them they are unreferenced (a
-    crash leaves them to garbage collection, never to readers).
+    one ``part`` must not be written by two threads at once. Files are durable when
+    :meth:`finish` returns; until :meth:`Writer.add_segment` commits them they are
+    unreferenced (a crash leaves them to garbage collection, never to readers).
+
+    Durability is paid while the build still computes: after each write a flushing thread
+    starts ``fdatasync`` of that file, so the disk writes the data behind the CPU work
+    instead of all of it in :meth:`finish` (where the final ``fsync`` then finds little left).
     """
 
     def __init__(self, writer: Writer, table: str) -> None:
@@ -117,7 +125,10 @@ class SegmentFileWriter:
         self.schema = arrow_schema(writer, table)
         self._file_schema: pa.Schema | None = None
         self._files: dict[int, tuple[Path, pq.ParquetWriter]] = {}
+        self._descriptors: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._flusher: ThreadPoolExecutor | None = None
+        self._flushing: dict[int, Future[None]] = {}
         self.rows = 0
 
     def write(self, batch: pa.Table, part: int = 0) -> None:
@@ -134,6 +145,7 @@ class SegmentFileWriter:
         if batch.schema != self._file_schema:
             batch = batch.cast(self._file_schema)
         handle.write_table(batch, row_group_size=ROW_GROUP_ROWS)
+        self._start_flush(part)
 
     def _file(self, part: int) -> pq.ParquetWriter:
         if part not in self._files:
@@ -141,29 +153,67 @@ class SegmentFileWriter:
             assert self._file_schema is not None
             self._files[part] = (path, pq.ParquetWriter(path, self._file_schema,
                                                         **_file_options(self._file_schema)))
+            self._descriptors[part] = os.open(path, os.O_RDONLY)
         return self._files[part][1]
 
+    def _start_flush(self, part: int) -> None:
+        """Have the flushing thread write file ``part``'s new data to disk (one flush per
+        file in flight: a newer one would find the same pages)."""
+        with self._lock:
+            running = self._flushing.get(part)
+            if running is not None and not running.done():
+                return
+            if running is not None:
+                running.result()  # a failed flush fails the write that follows it
+            if self._flusher is None:
+                self._flusher = ThreadPoolExecutor(max_workers=1,
+                                                   thread_name_prefix=f"{self._table}-flush")
+            self._flushing[part] = self._flusher.submit(os.fdatasync, self._descriptors[part])
+
+    def _stop_flushing(self) -> None:
+        """Wait for the flushes in flight (raising their error) and stop the thread."""
+        try:
+            for flush in list(self._flushing.values()):
+                flush.result()
+        finally:
+            self._flushing.clear()
+            if self._flusher is not None:
+                self._flusher.shutdown(wait=True)
+                self._flusher = None
+
+    def _close_descriptors(self) -> None:
+        for fd in self._descriptors.values():
+            os.close(fd)
+        self._descriptors.clear()
+
     def finish(self) -> list[Path]:
-        """Close and fsync every file; returns them in part order."""
+        """Close and fsync every file (the flushes have written most of it already);
+        returns them in part order."""
         paths = []
-        for key in sorted(self._files):
-            path, handle = self._files[key]
-            handle.close()
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            paths.append(path)
+        try:
+            self._stop_flushing()
+            for key in sorted(self._files):
+                path, handle = self._files[key]
+                handle.close()
+                os.fsync(self._descriptors[key])
+                paths.append(path)
+        finally:
+            self._close_descriptors()
         self._files.clear()
         return paths
 
     def abort(self) -> None:
         """Close and delete what was written (the build failed before committing)."""
-        for path, handle in self._files.values():
-            handle.close()
-            path.unlink(missing_ok=True)
-        self._files.clear()
+        try:
+            self._stop_flushing()
+        except OSError as exc:  # the files are deleted below: their flush no longer matters
+            log.debug("flush of an aborted %s segment failed: %s", self._table, exc)
+        finally:
+            self._close_descriptors()
+            for path, handle in self._files.values():
+                handle.close()
+                path.unlink(missing_ok=True)
+            self._files.clear()
 
 
 __all__ = ["ROW_GROUP_ROWS", "TILE_DAYS", "SegmentFileWriter", "arrow_schema", "tiled"]
