@@ -337,13 +337,6 @@ def _batch_inputs(conn: duckdb.DuckDBPyConnection, names: np.ndarray, load_start
     return short_frame, price_frame, lit[list(LIT_INPUT_COLUMNS)]
 
 
-def _to_arrow(metrics: pa.Table, columns: Sequence[str]) -> pa.Table:
-    """One computed batch (:func:`~darkpool_analysis.metrics.compute_daily_metrics_arrow`,
-    schema :data:`~darkpool_analysis.metrics.DAILY_METRICS_ARROW_SCHEMA`) in the table's
-    column order (``select`` raises on a missing column; no copy)."""
-    return metrics.select(list(columns))
-
-
 def _warm_up_kernels() -> None:
     """Load the compiled kernels (imported here, not at module import: the CLI's start never
     pays for numba)."""
@@ -540,9 +533,9 @@ def build_metrics(
         return grid, otc
 
     def compute(grid: GridArrays, otc: pd.DataFrame, columns: Sequence[str]) -> pa.Table:
-        metrics = compute_daily_metrics_arrow(grid, settings, otc, otc_alignment=alignment,
-                                              write_from=write_from, tile_days=TILE_DAYS)
-        return _to_arrow(metrics, columns)
+        return compute_daily_metrics_arrow(grid, settings, otc, otc_alignment=alignment,
+                                           write_from=write_from, tile_days=TILE_DAYS,
+                                           columns=columns)
 
     written = done = 0
     read_seconds = compute_seconds = write_seconds = 0.0

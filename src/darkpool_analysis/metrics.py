@@ -891,6 +891,7 @@ def compute_daily_metrics_arrow(
     otc_alignment: str | None = None,
     write_from: np.datetime64 | pd.Timestamp | None = None,
     tile_days: int | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pa.Table:
     """:func:`compute_daily_metrics` as an Arrow table built straight from the arrays.
 
@@ -899,10 +900,13 @@ def compute_daily_metrics_arrow(
     buffers; only the NaN -> NULL validity bitmaps are new. ``write_from`` keeps only rows
     dated on or after it (a range build's warm-up rows are computed, not returned).
     ``tile_days`` returns the rows in :func:`tile_order` (one gather per column, in place of
-    the copy ``write_from`` makes) instead of symbol then date.
+    the copy ``write_from`` makes) instead of symbol then date. ``columns`` returns only
+    those, in that order (the build skips the columns its files do not store).
     """
     arrays = grid if isinstance(grid, GridArrays) else GridArrays.from_frame(grid)
-    columns, null = _daily_metrics_columns(arrays, settings, otc, otc_alignment)
+    values, null = _daily_metrics_columns(arrays, settings, otc, otc_alignment)
+    schema = DAILY_METRICS_ARROW_SCHEMA if columns is None else pa.schema(
+        [DAILY_METRICS_ARROW_SCHEMA.field(name) for name in columns])
     keep: np.ndarray | None = None
     if write_from is not None:
         first_day = int(np.datetime64(pd.Timestamp(write_from).date(), "D").astype(np.int64))
@@ -918,10 +922,10 @@ def compute_daily_metrics_arrow(
     # One all-NULL array per type, shared by every column without data (e.g. no lit or OTC
     # rows): each would otherwise allocate and zero its own buffers.
     nulls: dict[pa.DataType, pa.Array] = {}
-    for field in DAILY_METRICS_ARROW_SCHEMA:
+    for field in schema:
         # pop: a column's full-length array is freed as soon as its kept/tiled copy exists,
         # so a batch never holds both copies of every column at once.
-        value = columns.pop(field.name)
+        value = values.pop(field.name)
         if isinstance(value, Labels):
             result.append(_label_array(value, field.type.index_type, keep))
             continue
@@ -942,4 +946,4 @@ def compute_daily_metrics_arrow(
                                    from_pandas=True))
         else:  # bools
             result.append(pa.array(data, type=field.type))
-    return pa.Table.from_arrays(result, schema=DAILY_METRICS_ARROW_SCHEMA)
+    return pa.Table.from_arrays(result, schema=schema)

@@ -29,6 +29,7 @@ from darkpool_analysis.metrics import (
 )
 from darkpool_analysis.store import open_writer, store_dir_for
 from darkpool_analysis.store import segments as segments_module
+from darkpool_analysis.store.schema import DAILY_METRICS_DERIVED
 from darkpool_analysis.store.segments import SegmentFileWriter
 from darkpool_analysis.trading_calendar import sessions_index
 
@@ -319,6 +320,31 @@ def test_segment_row_groups_cover_a_range_of_symbols_and_of_dates(
             spans.append(int(last - first))
     assert len(spans) > 5
     assert max(spans) <= 1
+
+
+def test_segment_files_store_no_derived_column_and_compaction_keeps_the_table(
+        db_path: Path) -> None:
+    """Neither the build's files nor a compaction's rewrite store the columns the view
+    derives, and the compacted table is the same, bit for bit."""
+    _load(db_path)
+    cfg = load_config(db_path=db_path)
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg)
+        build_metrics(writer, cfg, symbols=["BBB"])
+    built = _table(db_path)
+    assert built["short_sell_volume"].notna().sum() > 500
+    with open_writer(db_path) as writer:
+        written = [f for s in writer.segments("daily_metrics")["daily_metrics"]
+                   for f in s.files]
+        assert writer.compact(full=True)
+        compacted = [f for s in writer.segments("daily_metrics")["daily_metrics"]
+                     for f in s.files]
+    assert set(written).isdisjoint(compacted)
+    for name in written + compacted:
+        stored = pq.read_schema(store_dir_for(db_path) / name).names
+        assert not set(DAILY_METRICS_DERIVED) & set(stored), name
+        assert "short_volume" in stored and "accumulation_score" in stored
+    pd.testing.assert_frame_equal(_table(db_path), built, check_exact=True)
 
 
 def test_cli_build(db_path: Path) -> None:

@@ -74,6 +74,8 @@ class TableSpec:
     date_column: str | None
     symbol_column: str | None
     segments: tuple[Segment, ...]
+    #: (column, SQL expression over the stored columns) for columns the files do not store
+    derived: tuple[tuple[str, str], ...] = ()
 
 
 def _ident(name: str) -> str:
@@ -86,8 +88,11 @@ def _path_literal(path: Path) -> str:
 
 def view_sql(spec: TableSpec, store_dir: Path, *, temporary: bool = False) -> str:
     """``CREATE VIEW`` of ``spec``: the union of its segments, each minus the rows that later
-    segments cover, with the column names and SQL types readers had before (explicit casts)."""
-    casts = ", ".join(f"CAST({_ident(c)} AS {t}) AS {_ident(c)}" for c, t in spec.columns)
+    segments cover, with the column names and SQL types readers had before (explicit casts);
+    derived columns computed from the stored ones of the same row."""
+    derived = dict(spec.derived)
+    stored = [(c, t) for c, t in spec.columns if c not in derived]
+    casts = ", ".join(f"CAST({_ident(c)} AS {t}) AS {_ident(c)}" for c, t in stored)
     selects = []
     for i, segment in enumerate(spec.segments):
         if not segment.files:
@@ -104,10 +109,15 @@ def view_sql(spec: TableSpec, store_dir: Path, *, temporary: bool = False) -> st
         files = ", ".join(_path_literal(store_dir / f) for f in segment.files)
         selects.append(f"SELECT {casts} FROM read_parquet([{files}]){where}")
     if not selects:
-        empty = ", ".join(f"CAST(NULL AS {t}) AS {_ident(c)}" for c, t in spec.columns)
+        empty = ", ".join(f"CAST(NULL AS {t}) AS {_ident(c)}" for c, t in stored)
         selects.append(f"SELECT {empty} WHERE false")
+    body = "\nUNION ALL ".join(selects)
+    if derived:
+        outer = ", ".join(f"CAST({derived[c]} AS {t}) AS {_ident(c)}" if c in derived
+                          else _ident(c) for c, t in spec.columns)
+        body = f"SELECT {outer} FROM (\n{body})"
     kind = "TEMP VIEW" if temporary else "VIEW"
-    return f"CREATE OR REPLACE {kind} {_ident(spec.name)} AS " + "\nUNION ALL ".join(selects)
+    return f"CREATE OR REPLACE {kind} {_ident(spec.name)} AS " + body
 
 
 def to_json(generation: int, schema_version: int, specs: Sequence[TableSpec]) -> dict[str, Any]:
@@ -121,6 +131,7 @@ def to_json(generation: int, schema_version: int, specs: Sequence[TableSpec]) ->
                 "columns": [list(c) for c in s.columns],
                 "date_column": s.date_column,
                 "symbol_column": s.symbol_column,
+                **({"derived": [list(d) for d in s.derived]} if s.derived else {}),
                 "segments": [{"files": list(g.files), "cover": g.cover, "rows": g.rows}
                              for g in s.segments],
             }

@@ -34,10 +34,12 @@ from darkpool_analysis.store.catalogue import (
     write_catalogue,
 )
 from darkpool_analysis.store.schema import (
+    DAILY_METRICS_DERIVED,
     DELTA_TABLES,
     PRIVATE_TABLES,
     run,
     schema_version,
+    stored_columns,
     table_exists,
 )
 from darkpool_analysis.store.segments import ROW_GROUP_ROWS, TILE_DAYS
@@ -107,8 +109,11 @@ def _all_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[tuple[str, 
 def _spec(table: str, columns: tuple[tuple[str, str], ...],
           segments: list[SegmentRow]) -> TableSpec:
     date_column, symbol_column = DELTA_TABLES.get(table, (None, None))
+    names = {c for c, _ in columns}
+    derived = tuple((c, sql) for c, sql in DAILY_METRICS_DERIVED.items()
+                    if c in names) if table == "daily_metrics" else ()
     return TableSpec(name=table, columns=columns, date_column=date_column,
-                     symbol_column=symbol_column,
+                     symbol_column=symbol_column, derived=derived,
                      segments=tuple(Segment(files=s.files, cover=s.cover, rows=s.rows)
                                     for s in segments))
 
@@ -230,9 +235,17 @@ def publish(writer: Writer) -> int:
 
 
 # -- compaction -----------------------------------------------------------------------------
-def _source_sql(table: str) -> str:
+def _stored_select(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> str:
+    """``SELECT`` of the columns ``table``'s segment files store, from ``source``."""
+    names = stored_columns(table, [c for c, _ in _columns(conn, table)])
+    return f"SELECT {', '.join(map(_quote, names))} FROM {source}"
+
+
+def _source_sql(writer: Writer, table: str) -> str:
     """Where a table's current rows come from: the master table, or for ``daily_metrics``
-    the writer's view of its segments."""
+    the writer's view of its segments (its stored columns only)."""
+    if table == "daily_metrics":
+        return _stored_select(writer.conn, table, _quote(table))
     return f"SELECT * FROM {_quote(table)}"
 
 
@@ -247,7 +260,7 @@ def _merge_newest(writer: Writer, table: str) -> bool:
     date_column, symbol_column = DELTA_TABLES[table]
     where = covers.predicate(cover, _quote(date_column),
                              _quote(symbol_column) if symbol_column else None)
-    files, rows = _copy_to_segment(writer, table, f"{_source_sql(table)} WHERE {where}")
+    files, rows = _copy_to_segment(writer, table, f"{_source_sql(writer, table)} WHERE {where}")
     writer.add_segment(table, files, rows, cover, replaces=[s.seq for s in newest])
     return True
 
@@ -260,12 +273,13 @@ def _rewrite_metrics(writer: Writer, source: str) -> tuple[list[Path], int]:
     conn = writer.conn
     years = [int(r[0]) for r in conn.execute(
         f"SELECT DISTINCT year(date) FROM {source} ORDER BY 1").fetchall()]
+    select = _stored_select(conn, "daily_metrics", source)
     files: list[Path] = []
     total = 0
     for year in years:
         path = writer.new_segment_path("daily_metrics", f"-{year}")
         total += int(conn.execute(
-            f"COPY (SELECT * FROM {source} WHERE year(date) = {year} ORDER BY "
+            f"COPY ({select} WHERE year(date) = {year} ORDER BY "
             f"(date - DATE '1970-01-01') // {TILE_DAYS}, symbol, date) "
             f"TO {_literal(path)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
         ).fetchall()[0][0])
@@ -278,7 +292,7 @@ def _rewrite(writer: Writer, table: str) -> None:
     if table == "daily_metrics":
         files, rows = _rewrite_metrics(writer, "daily_metrics")
     else:
-        files, rows = _copy_to_segment(writer, table, _source_sql(table))
+        files, rows = _copy_to_segment(writer, table, _source_sql(writer, table))
     writer.add_segment(table, files, rows, list(covers.EVERYTHING))
 
 

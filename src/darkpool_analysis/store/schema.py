@@ -341,6 +341,40 @@ DELTA_TABLES: dict[str, tuple[str, str | None]] = {
 PRIVATE_TABLES = frozenset({"store_segments", "store_pending", "store_state",
                             "daily_metrics_columns", "daily_metrics_v5"})
 
+_SELL = ('(CASE WHEN "total_volume" - "short_volume" < 0 THEN CAST(0 AS DOUBLE) '
+         'ELSE "total_volume" - "short_volume" END)')
+_BUYS = '(coalesce("short_volume", 0) + coalesce("lit_buy_volume", 0))'
+_SELLS = f'(coalesce({_SELL}, 0) + coalesce("lit_sell_volume", 0))'
+
+#: ``daily_metrics`` columns the segment files do not store: each is its row-local formula
+#: (metrics-spec; :func:`darkpool_analysis.kernels.row_columns` and the score display) over
+#: stored columns of the same row, as SQL with the same IEEE operations in the same order,
+#: so the published view returns the bits the build computed (NULL where the kernel gives
+#: NaN). About a quarter of the float bytes a build would otherwise write. Files written
+#: before (every column stored) read the same: the view selects only stored columns.
+DAILY_METRICS_DERIVED: dict[str, str] = {
+    "short_buy_volume": '"short_volume"',
+    "finra_buy_volume": '"short_volume"',
+    "short_sell_volume": _SELL,
+    "short_ratio": '"short_volume" / nullif("total_volume", 0)',
+    "short_buy_sell_ratio": f'"short_volume" / (CASE WHEN {_SELL} > 0 THEN {_SELL} END)',
+    "lit_total_volume": '"lit_buy_volume" + "lit_sell_volume"',
+    # NULL when short, sell, lit buy and lit sell are all NULL (sell is NULL without short)
+    "vw_flow": (f'CASE WHEN "short_volume" IS NOT NULL OR "lit_buy_volume" IS NOT NULL '
+                f'OR "lit_sell_volume" IS NOT NULL THEN {_BUYS} - {_SELLS} END'),
+    "combined_ratio": f"{_BUYS} / nullif({_SELLS}, 0)",
+    "range_pct": '("high" - "low") / nullif("close", 0)',
+    "accumulation_score_display": '("accumulation_score" + 1) * 50',
+}
+
+
+def stored_columns(table: str, columns: Sequence[str]) -> list[str]:
+    """The columns of ``table`` its segment files store (all but the derived ones)."""
+    if table != "daily_metrics":
+        return list(columns)
+    return [c for c in columns if c not in DAILY_METRICS_DERIVED]
+
+
 #: ``database_meta`` key whose value ``"true"`` marks a database of synthetic numbers.
 META_SYNTHETIC = "synthetic"
 #: ``database_meta`` key with a one-line description of how the synthetic data was made.

@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from darkpool_analysis.store.schema import stored_columns
+
 if TYPE_CHECKING:
     from darkpool_analysis.store.writer import Writer
 
@@ -48,14 +50,17 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 
 
 def arrow_schema(writer: Writer, table: str) -> pa.Schema:
-    """The Arrow schema matching ``table``'s SQL types (``daily_metrics_columns`` for
-    ``daily_metrics``), so every file of a table has identical physical types."""
+    """The Arrow schema of ``table``'s segment files: its stored columns (not the derived
+    ones, see :data:`~.schema.DAILY_METRICS_DERIVED`) with types matching their SQL types
+    (``daily_metrics_columns`` for ``daily_metrics``), so every file of a table has
+    identical physical types."""
     source = "daily_metrics_columns" if table == "daily_metrics" else table
     rows = writer.conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_catalog = current_database() AND table_schema = 'main' "
         "AND table_name = ? ORDER BY ordinal_position", [source]).fetchall()
-    return pa.schema([pa.field(str(c), _ARROW_TYPES[str(t)]) for c, t in rows])
+    types = {str(c): _ARROW_TYPES[str(t)] for c, t in rows}
+    return pa.schema([pa.field(c, types[c]) for c in stored_columns(table, list(types))])
 
 
 def _file_options(schema: pa.Schema) -> dict[str, Any]:
