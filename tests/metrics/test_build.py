@@ -3,7 +3,10 @@ and the point-in-time property of the metric computation."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import itertools
+import os
 from pathlib import Path
 
 import duckdb
@@ -191,10 +194,46 @@ def test_failed_flush_to_disk_leaves_the_table_unchanged(
     def failing(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
+    monkeypatch.setattr(segments_module, "DIRECT_WRITES", False)  # buffered, flushed files
     monkeypatch.setattr(segments_module.os, "fdatasync", failing)
     with open_writer(db_path) as writer:
         with pytest.raises(OSError, match="No space"):
             build_metrics(writer, cfg, rows_per_batch=150)
+        assert sorted(data_dir.iterdir()) == files_before
+    pd.testing.assert_frame_equal(_table(db_path), before)
+
+
+def test_failed_direct_write_leaves_the_table_unchanged(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device error on an O_DIRECT write of a segment file fails the build like any
+    write: no file left, the table as it was."""
+    _load(db_path)
+    cfg = load_config(db_path=db_path)
+    with open_writer(db_path) as writer:
+        build_metrics(writer, cfg)
+    before = _table(db_path)
+    data_dir = store_dir_for(db_path) / "data" / "daily_metrics"
+    files_before = sorted(data_dir.iterdir())
+    real_write = os.write
+    failed: list[int] = []
+
+    def failing(fd: int, data: object) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(segments_module, "DIRECT_BLOCK", 8192)
+    monkeypatch.setattr(segments_module.os, "write", failing)
+    with open_writer(db_path) as writer:
+        raised: OSError | None = None
+        try:
+            build_metrics(writer, cfg, rows_per_batch=150)
+        except OSError as exc:
+            raised = exc
+        if not failed:
+            pytest.skip("the file system refuses O_DIRECT: segment files are buffered")
+        assert raised is not None and "No space" in str(raised)
         assert sorted(data_dir.iterdir()) == files_before
     pd.testing.assert_frame_equal(_table(db_path), before)
 

@@ -10,7 +10,11 @@ as one file per calendar year.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import io
 import logging
+import mmap
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +42,13 @@ ROW_GROUP_ROWS = 16_384
 #: Calendar days per tile of ``daily_metrics`` rows in its files (about half a year of
 #: sessions; see :func:`~darkpool_analysis.metrics.tile_order`).
 TILE_DAYS = 183
+
+#: Write segment files with ``O_DIRECT`` where the file system allows it (see
+#: :class:`DirectFile`); otherwise through the page cache with a flushing thread.
+DIRECT_WRITES = True
+#: Bytes per direct write: a multiple of every device's logical block size.
+DIRECT_BLOCK = 4 << 20
+_DIRECT_ALIGN = 4096
 
 #: Columns whose row-group min/max statistics readers prune by (a symbol, a date range).
 _PRUNING_COLUMNS = ("symbol", "symbol_norm", "date", "trade_date", "week_start_date")
@@ -109,6 +120,94 @@ def _normalise(batch: pa.Table, target: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
+class DirectFile(io.RawIOBase):
+    """A new file written with ``O_DIRECT``: bytes go from one page-aligned buffer straight
+    to the device, never through the page cache.
+
+    Measured on the 2-core machine, 1.7 GB (a full build's segment files): buffered writes
+    cost 0.4-4.0 s of system CPU (copying into page-cache pages the virtual machine backs
+    on first touch; the spread is that first touch), ``O_DIRECT`` 0.08 s, at the same wall
+    time as a buffered write plus ``fsync`` (1.0 s). The writing thread waits for the
+    device instead of using a core. :meth:`close` writes the unaligned tail without
+    ``O_DIRECT`` and ``fsync``s: the file is durable when it returns.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._buffer = mmap.mmap(-1, DIRECT_BLOCK)   # page-aligned, as O_DIRECT needs
+        self._view = memoryview(self._buffer)
+        self._fill = 0
+        self._position = 0
+
+    @classmethod
+    def create(cls, path: Path) -> DirectFile | None:
+        """Open ``path`` for direct writes; None where the file system refuses ``O_DIRECT``
+        (tmpfs, some overlays: ``EINVAL``)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_DIRECT", 0)
+        if flags & getattr(os, "O_DIRECT", 0) == 0:
+            return None
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return None
+            raise
+        return cls(fd)
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        done = 0
+        while done < size:
+            take = min(size - done, DIRECT_BLOCK - self._fill)
+            self._view[self._fill:self._fill + take] = view[done:done + take]
+            self._fill += take
+            done += take
+            if self._fill == DIRECT_BLOCK:
+                self._write_out(self._view)
+                self._fill = 0
+        self._position += size
+        return size
+
+    def _write_out(self, view: memoryview) -> None:
+        while len(view):
+            view = view[os.write(self._fd, view):]
+
+    def close(self) -> None:
+        """Write the buffered tail, ``fsync`` and close (once)."""
+        if self.closed:
+            return
+        try:
+            aligned = self._fill // _DIRECT_ALIGN * _DIRECT_ALIGN
+            if aligned:
+                self._write_out(self._view[:aligned])
+            if self._fill > aligned:  # the unaligned tail: through the page cache
+                flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+                fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                self._write_out(self._view[aligned:self._fill])
+            os.fsync(self._fd)
+        finally:
+            self._release()
+
+    def discard(self) -> None:
+        """Close without writing what is buffered (the segment is being deleted)."""
+        if not self.closed:
+            self._release()
+
+    def _release(self) -> None:
+        os.close(self._fd)
+        self._view.release()
+        self._buffer.close()
+        super().close()
+
+
 class SegmentFileWriter:
     """Append Arrow batches of one table into the Parquet file(s) of one new segment.
 
@@ -119,9 +218,11 @@ class SegmentFileWriter:
     :meth:`finish` returns; until :meth:`Writer.add_segment` commits them they are
     unreferenced (a crash leaves them to garbage collection, never to readers).
 
-    Durability is paid while the build still computes: after each write a flushing thread
-    starts ``fdatasync`` of that file, so the disk writes the data behind the CPU work
-    instead of all of it in :meth:`finish` (where the final ``fsync`` then finds little left).
+    Durability is paid while the build still computes: files are written with ``O_DIRECT``
+    (:class:`DirectFile`), so the data is on the device as it is written; where the file
+    system refuses that, after each write a flushing thread starts ``fdatasync`` of the
+    file, so the disk writes the data behind the CPU work instead of all of it in
+    :meth:`finish` (where the final ``fsync`` then finds little left).
     """
 
     def __init__(self, writer: Writer, table: str) -> None:
@@ -130,7 +231,8 @@ class SegmentFileWriter:
         self.schema = arrow_schema(writer, table)
         self._file_schema: pa.Schema | None = None
         self._files: dict[int, tuple[Path, pq.ParquetWriter]] = {}
-        self._descriptors: dict[int, int] = {}
+        self._direct: dict[int, DirectFile] = {}
+        self._descriptors: dict[int, int] = {}     # buffered files, for their flushes
         self._lock = threading.Lock()
         self._flusher: ThreadPoolExecutor | None = None
         self._flushing: dict[int, Future[None]] = {}
@@ -156,15 +258,24 @@ class SegmentFileWriter:
         if part not in self._files:
             path = self._writer.new_segment_path(self._table, f"-{part}" if part else "")
             assert self._file_schema is not None
-            self._files[part] = (path, pq.ParquetWriter(path, self._file_schema,
-                                                        **_file_options(self._file_schema)))
-            self._descriptors[part] = os.open(path, os.O_RDONLY)
+            options = _file_options(self._file_schema)
+            direct = DirectFile.create(path) if DIRECT_WRITES else None
+            if direct is not None:
+                self._direct[part] = direct
+                self._files[part] = (path, pq.ParquetWriter(direct, self._file_schema,
+                                                            **options))
+            else:
+                self._files[part] = (path, pq.ParquetWriter(path, self._file_schema,
+                                                            **options))
+                self._descriptors[part] = os.open(path, os.O_RDONLY)
         return self._files[part][1]
 
     def _start_flush(self, part: int) -> None:
         """Have the flushing thread write file ``part``'s new data to disk (one flush per
         file in flight: a newer one would find the same pages)."""
         with self._lock:
+            if part in self._direct:
+                return  # on the device already: nothing in the page cache to flush
             running = self._flushing.get(part)
             if running is not None and not running.done():
                 return
@@ -200,7 +311,10 @@ class SegmentFileWriter:
             for key in sorted(self._files):
                 path, handle = self._files[key]
                 handle.close()
-                os.fsync(self._descriptors[key])
+                if key in self._direct:
+                    self._direct.pop(key).close()   # the tail, then fsync
+                else:
+                    os.fsync(self._descriptors[key])
                 paths.append(path)
         finally:
             self._close_descriptors()
@@ -215,10 +329,17 @@ class SegmentFileWriter:
             log.debug("flush of an aborted %s segment failed: %s", self._table, exc)
         finally:
             self._close_descriptors()
-            for path, handle in self._files.values():
-                handle.close()
-                path.unlink(missing_ok=True)
+            for key, (path, handle) in self._files.items():
+                try:
+                    handle.close()
+                except OSError as exc:  # e.g. the device write that failed the build
+                    log.debug("closing an aborted %s segment failed: %s", self._table, exc)
+                finally:
+                    if key in self._direct:
+                        self._direct.pop(key).discard()
+                    path.unlink(missing_ok=True)
             self._files.clear()
 
 
-__all__ = ["ROW_GROUP_ROWS", "TILE_DAYS", "SegmentFileWriter", "arrow_schema", "tiled"]
+__all__ = ["DIRECT_WRITES", "ROW_GROUP_ROWS", "TILE_DAYS", "DirectFile", "SegmentFileWriter",
+           "arrow_schema", "tiled"]
