@@ -129,3 +129,41 @@ def test_files_with_every_column_read_the_same(db_path: Path, computed: pa.Table
     old = _published_view(db_path, "full.parquet", computed)
     new = _published_view(db_path, "stored.parquet", stored)
     assert old.equals(new)
+
+
+def test_rows_a_tool_gives_with_derived_columns_read_back_as_given(db_path: Path) -> None:
+    # Hand-made rows (tools, fixtures) may give a derived column without its inputs, or
+    # with other values than the formula: their segment stores it, and compaction keeps it.
+    day = pd.Timestamp("2024-03-04").date()
+    given = pd.DataFrame({
+        "symbol": ["AAA", "BBB"], "date": [day, day],
+        "short_ratio": [0.4, None], "short_buy_sell_ratio": [0.7, 2.0],
+        "short_volume": [None, 10.0], "total_volume": [None, 100.0],
+        "accumulation_score_display": [74.5, None], "accumulation_score": [None, 0.2]})
+    with open_writer(db_path) as writer:
+        writer.replace_partition("daily_metrics", given.iloc[:1], where="symbol = ?",
+                                 params=["AAA"])
+        writer.replace_partition("daily_metrics", given.iloc[1:], where="symbol = ?",
+                                 params=["BBB"])
+        segments = [s for s in writer.segments("daily_metrics")["daily_metrics"] if s.files]
+        assert len(segments) == 2
+        assert all("short_ratio" in pq.read_schema(writer.store_dir / s.files[0]).names
+                   for s in segments)
+
+    def read() -> pd.DataFrame:
+        with duckdb.connect(str(db_path), read_only=True) as conn:
+            return conn.execute(
+                "SELECT symbol, short_ratio, short_buy_sell_ratio, short_sell_volume, "
+                "accumulation_score_display FROM daily_metrics ORDER BY symbol").df()
+
+    expected = pd.DataFrame({
+        "symbol": ["AAA", "BBB"], "short_ratio": [0.4, np.nan],
+        "short_buy_sell_ratio": [0.7, 2.0], "short_sell_volume": [np.nan, np.nan],
+        "accumulation_score_display": [74.5, np.nan]})
+    pd.testing.assert_frame_equal(read(), expected)
+    with open_writer(db_path) as writer:
+        writer.compact(full=True)
+        compacted = [s for s in writer.segments("daily_metrics")["daily_metrics"] if s.files]
+    assert len(compacted) == 1 and compacted[0].files[0] not in {
+        f for s in segments for f in s.files}
+    pd.testing.assert_frame_equal(read(), expected)

@@ -63,6 +63,8 @@ class Segment:
     files: tuple[str, ...]          # relative to the store folder
     cover: covers.Cover
     rows: int = 0
+    #: its files store the table's derived columns too (rows written by a tool as given)
+    stores_derived: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,18 @@ def _path_literal(path: Path) -> str:
 def view_sql(spec: TableSpec, store_dir: Path, *, temporary: bool = False) -> str:
     """``CREATE VIEW`` of ``spec``: the union of its segments, each minus the rows that later
     segments cover, with the column names and SQL types readers had before (explicit casts);
-    derived columns computed from the stored ones of the same row."""
+    derived columns computed from the stored ones of the same row (except in segments whose
+    files store them: a tool's rows read back as they were written)."""
     derived = dict(spec.derived)
-    stored = [(c, t) for c, t in spec.columns if c not in derived]
-    casts = ", ".join(f"CAST({_ident(c)} AS {t}) AS {_ident(c)}" for c, t in stored)
+    stored_casts = ", ".join(f"CAST({_ident(c)} AS {t}) AS {_ident(c)}" for c, t in spec.columns)
+    derived_casts = ", ".join(
+        f"CAST({derived[c] if c in derived else _ident(c)} AS {t}) AS {_ident(c)}"
+        for c, t in spec.columns)
     selects = []
     for i, segment in enumerate(spec.segments):
         if not segment.files:
             continue
+        casts = stored_casts if segment.stores_derived else derived_casts
         later = [s.cover for s in spec.segments[i + 1:] if s.cover]
         where = ""
         if later:
@@ -109,15 +115,10 @@ def view_sql(spec: TableSpec, store_dir: Path, *, temporary: bool = False) -> st
         files = ", ".join(_path_literal(store_dir / f) for f in segment.files)
         selects.append(f"SELECT {casts} FROM read_parquet([{files}]){where}")
     if not selects:
-        empty = ", ".join(f"CAST(NULL AS {t}) AS {_ident(c)}" for c, t in stored)
+        empty = ", ".join(f"CAST(NULL AS {t}) AS {_ident(c)}" for c, t in spec.columns)
         selects.append(f"SELECT {empty} WHERE false")
-    body = "\nUNION ALL ".join(selects)
-    if derived:
-        outer = ", ".join(f"CAST({derived[c]} AS {t}) AS {_ident(c)}" if c in derived
-                          else _ident(c) for c, t in spec.columns)
-        body = f"SELECT {outer} FROM (\n{body})"
     kind = "TEMP VIEW" if temporary else "VIEW"
-    return f"CREATE OR REPLACE {kind} {_ident(spec.name)} AS " + body
+    return f"CREATE OR REPLACE {kind} {_ident(spec.name)} AS " + "\nUNION ALL ".join(selects)
 
 
 def to_json(generation: int, schema_version: int, specs: Sequence[TableSpec]) -> dict[str, Any]:
@@ -132,7 +133,8 @@ def to_json(generation: int, schema_version: int, specs: Sequence[TableSpec]) ->
                 "date_column": s.date_column,
                 "symbol_column": s.symbol_column,
                 **({"derived": [list(d) for d in s.derived]} if s.derived else {}),
-                "segments": [{"files": list(g.files), "cover": g.cover, "rows": g.rows}
+                "segments": [{"files": list(g.files), "cover": g.cover, "rows": g.rows,
+                              **({"stores_derived": True} if g.stores_derived else {})}
                              for g in s.segments],
             }
             for s in specs

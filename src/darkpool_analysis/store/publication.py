@@ -42,7 +42,7 @@ from darkpool_analysis.store.schema import (
     stored_columns,
     table_exists,
 )
-from darkpool_analysis.store.segments import ROW_GROUP_ROWS, TILE_DAYS
+from darkpool_analysis.store.segments import ROW_GROUP_ROWS, TILE_DAYS, file_columns
 
 if TYPE_CHECKING:
     from darkpool_analysis.store.writer import SegmentRow, Writer
@@ -106,7 +106,16 @@ def _all_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[tuple[str, 
     return {t: tuple(c) for t, c in out.items()}
 
 
-def _spec(table: str, columns: tuple[tuple[str, str], ...],
+def stores_derived(store_dir: Path, table: str, segment: SegmentRow) -> bool:
+    """Whether ``segment``'s files store ``table``'s derived columns (a tool's rows as
+    given, or files from before they were derived) instead of leaving them to the view."""
+    if table != "daily_metrics" or not segment.files:
+        return False
+    stored = file_columns(str(store_dir / segment.files[0]))
+    return any(c in stored for c in DAILY_METRICS_DERIVED)
+
+
+def _spec(store_dir: Path, table: str, columns: tuple[tuple[str, str], ...],
           segments: list[SegmentRow]) -> TableSpec:
     date_column, symbol_column = DELTA_TABLES.get(table, (None, None))
     names = {c for c, _ in columns}
@@ -114,20 +123,23 @@ def _spec(table: str, columns: tuple[tuple[str, str], ...],
                     if c in names) if table == "daily_metrics" else ()
     return TableSpec(name=table, columns=columns, date_column=date_column,
                      symbol_column=symbol_column, derived=derived,
-                     segments=tuple(Segment(files=s.files, cover=s.cover, rows=s.rows)
+                     segments=tuple(Segment(files=s.files, cover=s.cover, rows=s.rows,
+                                            stores_derived=stores_derived(store_dir, table, s))
                                     for s in segments))
 
 
 def table_spec(writer: Writer, table: str) -> TableSpec:
     """The published shape of ``table``: columns, keys and committed segments."""
-    return _spec(table, _columns(writer.conn, table), writer.segments(table).get(table, []))
+    return _spec(writer.store_dir, table, _columns(writer.conn, table),
+                 writer.segments(table).get(table, []))
 
 
 def table_specs(writer: Writer, tables: list[str]) -> list[TableSpec]:
     """:func:`table_spec` of every table in two queries."""
     columns = _all_columns(writer.conn)
     segments = writer.segments()
-    return [_spec(t, columns.get(t, ()), segments.get(t, [])) for t in tables]
+    return [_spec(writer.store_dir, t, columns.get(t, ()), segments.get(t, []))
+            for t in tables]
 
 
 # -- exports --------------------------------------------------------------------------------
@@ -235,17 +247,22 @@ def publish(writer: Writer) -> int:
 
 
 # -- compaction -----------------------------------------------------------------------------
-def _stored_select(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> str:
-    """``SELECT`` of the columns ``table``'s segment files store, from ``source``."""
-    names = stored_columns(table, [c for c, _ in _columns(conn, table)])
+def _stored_select(conn: duckdb.DuckDBPyConnection, table: str, source: str,
+                   every_column: bool) -> str:
+    """``SELECT`` of the columns ``table``'s segment files store (every column when some
+    of the rows were given with their derived columns), from ``source``."""
+    names = [c for c, _ in _columns(conn, table)]
+    if not every_column:
+        names = stored_columns(table, names)
     return f"SELECT {', '.join(map(_quote, names))} FROM {source}"
 
 
-def _source_sql(writer: Writer, table: str) -> str:
+def _source_sql(writer: Writer, table: str, segments: list[SegmentRow]) -> str:
     """Where a table's current rows come from: the master table, or for ``daily_metrics``
-    the writer's view of its segments (its stored columns only)."""
+    the writer's view of its segments (the columns ``segments``, the ones rewritten, store)."""
     if table == "daily_metrics":
-        return _stored_select(writer.conn, table, _quote(table))
+        every_column = any(stores_derived(writer.store_dir, table, s) for s in segments)
+        return _stored_select(writer.conn, table, _quote(table), every_column)
     return f"SELECT * FROM {_quote(table)}"
 
 
@@ -260,20 +277,23 @@ def _merge_newest(writer: Writer, table: str) -> bool:
     date_column, symbol_column = DELTA_TABLES[table]
     where = covers.predicate(cover, _quote(date_column),
                              _quote(symbol_column) if symbol_column else None)
-    files, rows = _copy_to_segment(writer, table, f"{_source_sql(writer, table)} WHERE {where}")
+    files, rows = _copy_to_segment(writer, table,
+                                   f"{_source_sql(writer, table, newest)} WHERE {where}")
     writer.add_segment(table, files, rows, cover, replaces=[s.seq for s in newest])
     return True
 
 
-def _rewrite_metrics(writer: Writer, source: str) -> tuple[list[Path], int]:
+def _rewrite_metrics(writer: Writer, source: str,
+                     every_column: bool) -> tuple[list[Path], int]:
     """``daily_metrics`` as one file per year in the build's tiles (half a year of every
     symbol, symbol then date inside; row groups of ``ROW_GROUP_ROWS``): a one-date read
-    decodes one tile, a one-symbol read one row group per tile."""
+    decodes one tile, a one-symbol read one row group per tile. ``every_column``: store
+    the derived columns too (some rows were given with theirs)."""
 
     conn = writer.conn
     years = [int(r[0]) for r in conn.execute(
         f"SELECT DISTINCT year(date) FROM {source} ORDER BY 1").fetchall()]
-    select = _stored_select(conn, "daily_metrics", source)
+    select = _stored_select(conn, "daily_metrics", source, every_column)
     files: list[Path] = []
     total = 0
     for year in years:
@@ -289,10 +309,12 @@ def _rewrite_metrics(writer: Writer, source: str) -> tuple[list[Path], int]:
 
 
 def _rewrite(writer: Writer, table: str) -> None:
+    segments = writer.segments(table).get(table, [])
     if table == "daily_metrics":
-        files, rows = _rewrite_metrics(writer, "daily_metrics")
+        files, rows = _rewrite_metrics(writer, "daily_metrics", any(
+            stores_derived(writer.store_dir, table, s) for s in segments))
     else:
-        files, rows = _copy_to_segment(writer, table, _source_sql(writer, table))
+        files, rows = _copy_to_segment(writer, table, _source_sql(writer, table, segments))
     writer.add_segment(table, files, rows, list(covers.EVERYTHING))
 
 
@@ -382,7 +404,9 @@ def migrate_legacy_metrics(writer: Writer) -> None:
     if not table_exists(conn, "daily_metrics_v5"):
         return
     rows = int(conn.execute("SELECT count(*) FROM daily_metrics_v5").fetchall()[0][0])
-    files, written = (_rewrite_metrics(writer, "daily_metrics_v5") if rows else ([], 0))
+    # rows of the old table are kept exactly as they were, derived columns included
+    files, written = (_rewrite_metrics(writer, "daily_metrics_v5", every_column=True)
+                      if rows else ([], 0))
     with writer.transaction() as tx:
         writer.add_segment("daily_metrics", files, written, list(covers.EVERYTHING))
         run(tx, "DROP TABLE daily_metrics_v5")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import io
 import logging
 import mmap
@@ -60,18 +61,25 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def arrow_schema(writer: Writer, table: str) -> pa.Schema:
+def arrow_schema(writer: Writer, table: str, *, every_column: bool = False) -> pa.Schema:
     """The Arrow schema of ``table``'s segment files: its stored columns (not the derived
-    ones, see :data:`~.schema.DAILY_METRICS_DERIVED`) with types matching their SQL types
-    (``daily_metrics_columns`` for ``daily_metrics``), so every file of a table has
-    identical physical types."""
+    ones, see :data:`~.schema.DAILY_METRICS_DERIVED`, unless ``every_column``) with types
+    matching their SQL types (``daily_metrics_columns`` for ``daily_metrics``), so every
+    file of a table has identical physical types."""
     source = "daily_metrics_columns" if table == "daily_metrics" else table
     rows = writer.conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_catalog = current_database() AND table_schema = 'main' "
         "AND table_name = ? ORDER BY ordinal_position", [source]).fetchall()
     types = {str(c): _ARROW_TYPES[str(t)] for c, t in rows}
-    return pa.schema([pa.field(c, types[c]) for c in stored_columns(table, list(types))])
+    names = list(types) if every_column else stored_columns(table, list(types))
+    return pa.schema([pa.field(c, types[c]) for c in names])
+
+
+@functools.lru_cache(maxsize=4096)
+def file_columns(path: str) -> frozenset[str]:
+    """The column names a segment file stores (its footer; files never change)."""
+    return frozenset(pq.read_schema(path).names)
 
 
 def _file_options(schema: pa.Schema) -> dict[str, Any]:
@@ -225,10 +233,10 @@ class SegmentFileWriter:
     :meth:`finish` (where the final ``fsync`` then finds little left).
     """
 
-    def __init__(self, writer: Writer, table: str) -> None:
+    def __init__(self, writer: Writer, table: str, *, every_column: bool = False) -> None:
         self._writer = writer
         self._table = table
-        self.schema = arrow_schema(writer, table)
+        self.schema = arrow_schema(writer, table, every_column=every_column)
         self._file_schema: pa.Schema | None = None
         self._files: dict[int, tuple[Path, pq.ParquetWriter]] = {}
         self._direct: dict[int, DirectFile] = {}
@@ -342,4 +350,4 @@ class SegmentFileWriter:
 
 
 __all__ = ["DIRECT_WRITES", "ROW_GROUP_ROWS", "TILE_DAYS", "DirectFile", "SegmentFileWriter",
-           "arrow_schema", "tiled"]
+           "arrow_schema", "file_columns", "tiled"]

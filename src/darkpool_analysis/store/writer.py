@@ -32,6 +32,7 @@ from darkpool_analysis.errors import StoreError
 from darkpool_analysis.store import covers
 from darkpool_analysis.store.catalogue import current_generation, store_dir_for, view_sql
 from darkpool_analysis.store.schema import (
+    DAILY_METRICS_DERIVED,
     DELTA_TABLES,
     METRIC_INPUTS,
     PUBLISH_INTERVAL_S,
@@ -44,6 +45,12 @@ from darkpool_analysis.store.schema import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def gives_derived(table: Any) -> bool:
+    """Whether an Arrow table of ``daily_metrics`` rows gives a value of a derived column."""
+    return any(c in table.column_names and table.column(c).null_count < table.num_rows
+               for c in DAILY_METRICS_DERIVED)
 
 #: Seconds an unreferenced segment file or catalogue is kept, so a reader that opened the
 #: previous generation keeps a consistent view (``DARKPOOL_STORE_GC_GRACE_SECONDS``).
@@ -221,11 +228,14 @@ class Writer:
 
         from darkpool_analysis.store.segments import SegmentFileWriter, tiled
 
-        files = SegmentFileWriter(self, "daily_metrics")
+        table = None if frame is None else frame if isinstance(frame, pa.Table) else \
+            pa.Table.from_pandas(frame, preserve_index=False)
+        # Derived columns a tool gives are stored as given (read back unchanged); otherwise
+        # the table computes them, as for the build's rows.
+        files = SegmentFileWriter(self, "daily_metrics",
+                                  every_column=table is not None and gives_derived(table))
         try:
-            if frame is not None:
-                table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(
-                    frame, preserve_index=False)
+            if table is not None:
                 for name in files.schema.names:  # columns a tool left out are NULL
                     if name not in table.column_names:
                         table = table.append_column(
@@ -271,7 +281,7 @@ class Writer:
                         params=list(params)).to_arrow_table()
         from darkpool_analysis.store.segments import arrow_schema
 
-        schema = arrow_schema(self, "daily_metrics")
+        schema = arrow_schema(self, "daily_metrics", every_column=gives_derived(batch))
         for name in schema.names:
             if name not in batch.column_names:
                 batch = batch.append_column(name, pa.nulls(batch.num_rows,
