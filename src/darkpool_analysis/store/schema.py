@@ -350,8 +350,8 @@ _SELLS = f'(coalesce({_SELL}, 0) + coalesce("lit_sell_volume", 0))'
 #: (metrics-spec; :func:`darkpool_analysis.kernels.row_columns` and the score display) over
 #: stored columns of the same row, as SQL with the same IEEE operations in the same order,
 #: so the published view returns the bits the build computed (NULL where the kernel gives
-#: NaN). About a quarter of the float bytes a build would otherwise write. Files written
-#: before (every column stored) read the same: the view selects only stored columns.
+#: NaN): a build's files are a third smaller. Segments whose files do store them (files
+#: from before, rows a tool wrote with their own values) are read as stored.
 DAILY_METRICS_DERIVED: dict[str, str] = {
     "short_buy_volume": '"short_volume"',
     "finra_buy_volume": '"short_volume"',
