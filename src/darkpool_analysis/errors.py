@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class DarkpoolError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -61,3 +64,19 @@ class StoreError(DarkpoolError):
 
 class NoDataError(DarkpoolError):
     """A query matched no rows; the message says what coverage does exist."""
+
+
+@contextlib.contextmanager
+def ctrl_c_during_queries() -> Iterator[None]:
+    """Re-raise a Ctrl-C that arrived while DuckDB ran a query as :class:`KeyboardInterrupt`.
+
+    DuckDB's Python client handles SIGINT itself during a query: it cancels the query and
+    raises ``RuntimeError('Query interrupted')``, so without this a Ctrl-C at that moment
+    would look like a failure (exit 1) instead of an interruption (exit 130).
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        if str(exc) != "Query interrupted":
+            raise
+        raise KeyboardInterrupt from exc

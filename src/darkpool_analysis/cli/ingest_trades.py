@@ -27,7 +27,12 @@ from darkpool_analysis.cli.app import (
     ingest_app,
     parse_date,
 )
-from darkpool_analysis.errors import ConfigError, DataFormatError, NoDataError
+from darkpool_analysis.errors import (
+    ConfigError,
+    DataFormatError,
+    NoDataError,
+    ctrl_c_during_queries,
+)
 
 if TYPE_CHECKING:
     from darkpool_analysis.classify import MethodName
@@ -233,7 +238,7 @@ def _day_files_command(settings: Settings, source: DayFileSource, path: str,
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[counts]}"))
     try:
-        with open_writer(settings.db_path) as writer:
+        with ctrl_c_during_queries(), open_writer(settings.db_path) as writer:
             with make_executor(spec) as pool, Progress(*columns, console=console,
                                                        transient=True) as bar:
                 task = bar.add_task(f"sessions on {spec}", total=None, counts="")

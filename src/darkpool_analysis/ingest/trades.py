@@ -37,7 +37,12 @@ from pydantic import SecretStr
 from darkpool_analysis import classify
 from darkpool_analysis.classify import CLASSIFY_VERSION, METHODS, QUOTE_RULES, MethodName
 from darkpool_analysis.config import Settings
-from darkpool_analysis.errors import ConfigError, DarkpoolError, DataFormatError
+from darkpool_analysis.errors import (
+    ConfigError,
+    DarkpoolError,
+    DataFormatError,
+    ctrl_c_during_queries,
+)
 from darkpool_analysis.executor import make_executor, parallelism, task_threads
 from darkpool_analysis.sources.flatfiles import (
     DAY_FILE_SOURCES,
@@ -773,8 +778,9 @@ def ingest_day_files(
             executor = stack.enter_context(make_executor("serial"))
         assert executor is not None
         try:
-            _run_tasks(executor, tasks, finished)
-            flush()
+            with ctrl_c_during_queries():
+                _run_tasks(executor, tasks, finished)
+                flush()
         except KeyboardInterrupt:
             summary.interrupted = True
             raise
