@@ -17,26 +17,51 @@ _SCRIPT = textwrap.dedent("""
     from darkpool_analysis.errors import ctrl_c_during_queries
     conn = duckdb.connect()
     print("running", flush=True)
-    try:
-        with ctrl_c_during_queries():
-            conn.execute("SELECT count(*) FROM range(100000000000) t(x) "
-                         "WHERE x % 7 = 3").fetchall()
-    except KeyboardInterrupt as exc:
-        print("KeyboardInterrupt from", type(exc.__cause__).__name__, flush=True)
+    while True:
+        try:
+            with ctrl_c_during_queries():
+                conn.execute("SELECT count(*) FROM range(100000000000) t(x) "
+                             "WHERE x % 7 = 3").fetchall()
+        except KeyboardInterrupt as exc:
+            if isinstance(exc.__cause__, RuntimeError):
+                print("KeyboardInterrupt from RuntimeError", flush=True)
+                break
+            # the signal landed between queries (Python's own handler): query again
 """)
+
+
+def _interrupt_a_query() -> str | None:
+    """Run the script, send SIGINT every 0.3 s for up to 8 s; its output, or None when no
+    signal interrupted the query (DuckDB does not always notice one: a signal taken by
+    Python's own handler just before the query starts leaves the query running)."""
+    process = subprocess.Popen([sys.executable, "-c", _SCRIPT], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "running"
+        deadline = time.monotonic() + 8
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            process.send_signal(signal.SIGINT)
+        if process.poll() is None:
+            return None
+        out, _ = process.communicate(timeout=10)
+        assert process.returncode == 0
+        return out.strip()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 def test_sigint_during_a_query_becomes_keyboard_interrupt() -> None:
     # A real process and a real SIGINT (what a terminal sends on Ctrl-C) during a query.
-    process = subprocess.Popen([sys.executable, "-c", _SCRIPT], stdout=subprocess.PIPE,
-                               text=True)
-    assert process.stdout is not None
-    assert process.stdout.readline().strip() == "running"
-    time.sleep(0.5)  # the query is under way
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=60)
-    assert out.strip() == "KeyboardInterrupt from RuntimeError"
-    assert process.returncode == 0
+    outputs = []
+    for _ in range(5):
+        outputs.append(_interrupt_a_query())
+        if outputs[-1] is not None:
+            break
+    assert outputs[-1] == "KeyboardInterrupt from RuntimeError", outputs
 
 
 def test_other_runtime_errors_pass_through() -> None:
