@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from darkpool_analysis import build as build_module
 from darkpool_analysis.build import build_metrics
 from darkpool_analysis.cli import app
-from darkpool_analysis.config import load_config
+from darkpool_analysis.config import Settings, load_config
 from darkpool_analysis.metrics import (
     assemble_grid,
     assemble_grid_arrays,
@@ -152,13 +152,19 @@ def test_failed_build_leaves_the_table_unchanged(db_path: Path,
     pd.testing.assert_frame_equal(_table(db_path), before)
 
 
+def _built(db: Path) -> tuple[Settings, pd.DataFrame, Path, list[Path]]:
+    """A loaded and built database: its settings, table, segment folder and files."""
+    _load(db)
+    cfg = load_config(db_path=db)
+    with open_writer(db) as writer:
+        build_metrics(writer, cfg)
+    data_dir = store_dir_for(db) / "data" / "daily_metrics"
+    return cfg, _table(db), data_dir, sorted(data_dir.iterdir())
+
+
 def test_failed_insert_in_the_worker_thread_leaves_the_table_unchanged(
         db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _load(db_path)
-    cfg = load_config(db_path=db_path)
-    with open_writer(db_path) as writer:
-        build_metrics(writer, cfg)
-    before = _table(db_path)
+    cfg, before, data_dir, files_before = _built(db_path)
     real_write = build_module._write_part
     calls: list[int] = []
 
@@ -168,8 +174,6 @@ def test_failed_insert_in_the_worker_thread_leaves_the_table_unchanged(
             raise OSError("disk full")
         return real_write(files, table, part)
 
-    data_dir = store_dir_for(db_path) / "data" / "daily_metrics"
-    files_before = sorted(data_dir.iterdir())
     monkeypatch.setattr(build_module, "_write_part", write_then_fail)
     with open_writer(db_path) as writer:
         with pytest.raises(OSError, match="disk full"):
@@ -183,13 +187,7 @@ def test_failed_insert_in_the_worker_thread_leaves_the_table_unchanged(
 def test_failed_flush_to_disk_leaves_the_table_unchanged(
         db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A disk error while the segment's files are flushed fails the build like any write."""
-    _load(db_path)
-    cfg = load_config(db_path=db_path)
-    with open_writer(db_path) as writer:
-        build_metrics(writer, cfg)
-    before = _table(db_path)
-    data_dir = store_dir_for(db_path) / "data" / "daily_metrics"
-    files_before = sorted(data_dir.iterdir())
+    cfg, before, data_dir, files_before = _built(db_path)
 
     def failing(fd: int) -> None:
         raise OSError(28, "No space left on device")
@@ -207,13 +205,7 @@ def test_failed_direct_write_leaves_the_table_unchanged(
         db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A device error on an O_DIRECT write of a segment file fails the build like any
     write: no file left, the table as it was."""
-    _load(db_path)
-    cfg = load_config(db_path=db_path)
-    with open_writer(db_path) as writer:
-        build_metrics(writer, cfg)
-    before = _table(db_path)
-    data_dir = store_dir_for(db_path) / "data" / "daily_metrics"
-    files_before = sorted(data_dir.iterdir())
+    cfg, before, data_dir, files_before = _built(db_path)
     real_write = os.write
     failed: list[int] = []
 

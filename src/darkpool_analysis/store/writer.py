@@ -52,6 +52,7 @@ def gives_derived(table: Any) -> bool:
     return any(c in table.column_names and table.column(c).null_count < table.num_rows
                for c in DAILY_METRICS_DERIVED)
 
+
 #: Seconds an unreferenced segment file or catalogue is kept, so a reader that opened the
 #: previous generation keeps a consistent view (``DARKPOOL_STORE_GC_GRACE_SECONDS``).
 GC_GRACE_S = 900.0
@@ -228,8 +229,9 @@ class Writer:
 
         from darkpool_analysis.store.segments import SegmentFileWriter, tiled
 
-        table = None if frame is None else frame if isinstance(frame, pa.Table) else \
-            pa.Table.from_pandas(frame, preserve_index=False)
+        table = frame
+        if frame is not None and not isinstance(frame, pa.Table):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
         # Derived columns a tool gives are stored as given (read back unchanged); otherwise
         # the table computes them, as for the build's rows.
         files = SegmentFileWriter(self, "daily_metrics",
